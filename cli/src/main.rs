@@ -1,0 +1,104 @@
+//! `tributary`: operator and developer commands.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tributary_common::Config;
+use tributary_common::store::{self, TenantStore};
+
+#[derive(Parser)]
+#[command(name = "tributary", version, about = "Operate a Tributary deployment")]
+struct Cli {
+    /// A TOML file with settings; TRIBUTARY_* environment variables override it.
+    #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations to TRIBUTARY_DATABASE_URL (safe to run again).
+    Migrate,
+    /// Inspect and maintain tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Validate the configuration and print the effective settings (secrets redacted).
+    Config,
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// List tenants with their status.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-encrypt shared secrets made with a previous TRIBUTARY_SECRET_KEY.
+    Reencrypt,
+}
+
+fn main() -> std::process::ExitCode {
+    tributary_common::shutdown::run_main(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    tributary_common::telemetry::init_tracing(&config.log_format);
+    match cli.command {
+        Command::Migrate => {
+            store::create_database_if_missing(&config.database_url.0)
+                .await
+                .context("creating the database")?;
+            let pool = store::connect(&config)
+                .await
+                .context("connecting to the database")?;
+            store::migrate(&pool).await.context("applying migrations")?;
+            println!(
+                "migrations applied ({} known)",
+                store::MIGRATOR.iter().count()
+            );
+        }
+        Command::Config => println!("{config:#?}"),
+        Command::Tenants { command } => {
+            let pool = store::connect(&config)
+                .await
+                .context("connecting to the database")?;
+            let tenants = TenantStore::new(pool, config.secret_keyring()?.clone());
+            match command {
+                TenantsCommand::List { json } => {
+                    let list = tenants.list().await?;
+                    if json {
+                        for tenant in &list {
+                            println!("{}", serde_json::to_string(tenant)?);
+                        }
+                    } else {
+                        println!(
+                            "{:<40} {:<12} {:<20} BASE URL",
+                            "CLIENT KEY", "STATUS", "UPDATED"
+                        );
+                        for t in &list {
+                            println!(
+                                "{:<40} {:<12} {:<20} {}",
+                                t.client_key,
+                                t.status,
+                                t.updated_at.format("%Y-%m-%d %H:%M:%S"),
+                                t.base_url
+                            );
+                        }
+                        println!("{} tenant(s)", list.len());
+                    }
+                }
+                TenantsCommand::Reencrypt => {
+                    let changed = tenants.reencrypt_secrets().await?;
+                    println!("re-encrypted {changed} secret(s) under the current key");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn error_text(pairs: &[(&str, &str)]) -> String {
+    Config::load_from(None, env(pairs))
+        .expect_err("should fail")
+        .to_string()
+}
+
+#[test]
+fn defaults_load_and_every_documented_name_exists() {
+    let config = Config::defaults().expect("defaults are valid");
+    assert_eq!(config.ingest_listen, "0.0.0.0:8080");
+    assert_eq!(config.jwt_leeway_seconds, 30);
+    assert_eq!(
+        config.topic_router().topic_for("page_created"),
+        "tributary.events"
+    );
+    assert!(config.tenant_allowlist().allows("acme.atlassian.net"));
+    assert!(config.secret_keyring().is_err(), "no secret key by default");
+}
+
+#[test]
+fn environment_overrides_with_types_and_lists() {
+    let key = crate::testing::test_secret_key_base64();
+    let config = Config::load_from(
+        None,
+        env(&[
+            ("TRIBUTARY_DATABASE_URL", "postgres://u@db:5432/x"),
+            ("TRIBUTARY_KAFKA_BROKERS", "k1:9092,k2:9092"),
+            ("TRIBUTARY_APP_KEY", "com.acme.app"),
+            ("TRIBUTARY_APP_BASE_URL", "https://app.acme.com/connect"),
+            ("TRIBUTARY_SECRET_KEY", &key),
+            (
+                "TRIBUTARY_INSTALL_KEYS_URL",
+                "http://127.0.0.1:1, http://127.0.0.1:2",
+            ),
+            (
+                "TRIBUTARY_TENANT_HOST_ALLOWLIST",
+                "*.atlassian.net,127.0.0.1",
+            ),
+            ("TRIBUTARY_JWT_LEEWAY_SECONDS", "5"),
+            ("TRIBUTARY_TOPIC_ROUTES", "*_viewed=views"),
+            ("TRIBUTARY_INGEST_ALLOW_LEGACY_INSTALLS", "true"),
+            ("TRIBUTARY_APP_REGION_BASE_URLS", "eu=https://eu.acme.com"),
+            ("TRIBUTARY_SOMETHING_ELSE", "ignored"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .expect("valid overrides");
+    assert_eq!(config.database_url.0, "postgres://u@db:5432/x");
+    assert_eq!(config.kafka_brokers, "k1:9092,k2:9092");
+    assert_eq!(
+        config.install_keys_url,
+        vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    );
+    assert_eq!(config.jwt_leeway_seconds, 5);
+    assert!(config.ingest_allow_legacy_installs);
+    assert!(config.tenant_allowlist().allows("127.0.0.1"));
+    assert_eq!(config.topic_router().topic_for("page_viewed"), "views");
+    assert_eq!(config.app_base_path(), "/connect");
+    assert!(config.secret_keyring().is_ok());
+    assert_eq!(
+        config.install_audiences(),
+        vec![
+            "https://app.acme.com/connect".to_string(),
+            "https://eu.acme.com".to_string()
+        ]
+    );
+    assert!(
+        !format!("{config:?}").contains(&key),
+        "the secret key never prints"
+    );
+}
+
+#[test]
+fn bad_values_name_the_setting() {
+    assert!(
+        error_text(&[("TRIBUTARY_JWT_LEEWAY_SECONDS", "soon")])
+            .contains("TRIBUTARY_JWT_LEEWAY_SECONDS")
+    );
+    assert!(error_text(&[("TRIBUTARY_SECRET_KEY", "c2hvcnQ=")]).contains("secret_key"));
+    assert!(error_text(&[("TRIBUTARY_APP_BASE_URL", "not a url")]).contains("app_base_url"));
+    assert!(
+        error_text(&[("TRIBUTARY_TENANT_HOST_ALLOWLIST", "*")]).contains("tenant_host_allowlist")
+    );
+    assert!(error_text(&[("TRIBUTARY_INGEST_LISTEN", "8080")]).contains("ingest_listen"));
+    assert!(error_text(&[("TRIBUTARY_TOPIC_ROUTES", "no-equals")]).contains("topic_routes"));
+    assert!(error_text(&[("TRIBUTARY_DATABASE_URL", "mysql://x")]).contains("database_url"));
+    assert!(
+        error_text(&[("TRIBUTARY_INGEST_ALLOW_LEGACY_INSTALLS", "perhaps")])
+            .contains("ingest_allow_legacy_installs")
+    );
+}
+
+#[test]
+fn a_config_file_sits_between_defaults_and_environment() {
+    let dir = std::env::temp_dir().join(format!("tributary-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("config.toml");
+    std::fs::write(&path, "app_key = \"from-file\"\njwt_leeway_seconds = 7\ninstall_keys_url = [\"http://127.0.0.1:7\"]\n")
+        .expect("write");
+    let config = Config::load_from(Some(&path), env(&[("TRIBUTARY_JWT_LEEWAY_SECONDS", "9")]))
+        .expect("valid");
+    assert_eq!(
+        (config.app_key.as_str(), config.jwt_leeway_seconds),
+        ("from-file", 9)
+    );
+    assert_eq!(config.install_keys_url, vec!["http://127.0.0.1:7"]);
+
+    std::fs::write(&path, "app_kee = \"typo\"\n").expect("write");
+    let err = Config::load_from(Some(&path), env(&[]))
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("app_kee"), "{err}");
+    std::fs::write(&path, "jwt_leeway_seconds = \"thirty\"\n").expect("write");
+    let err = Config::load_from(Some(&path), env(&[]))
+        .expect_err("wrong type")
+        .to_string();
+    assert!(err.contains("jwt_leeway_seconds"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_readme_documents_every_setting() {
+    let readme = include_str!("../../../README.md");
+    let defaults: Table = toml::from_str(DEFAULTS_TOML).expect("defaults parse");
+    let missing: Vec<String> = defaults
+        .keys()
+        .map(|k| format!("`TRIBUTARY_{}`", k.to_ascii_uppercase()))
+        .filter(|name| !readme.contains(name.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "README lacks settings: {missing:?}");
+}

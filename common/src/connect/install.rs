@@ -1,0 +1,93 @@
+//! Verification of signed installs: RS256 tokens whose key is named by `kid`.
+
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+
+use super::error::AuthError;
+use super::keys::{InstallKeyProvider, is_safe_key_id};
+use super::token::{QshPolicy, RequestTarget, UnverifiedToken, VerifiedToken, now_unix};
+
+/// Checks `installed` and `uninstalled` callbacks signed by Atlassian.
+#[derive(Debug, Clone)]
+pub struct InstallVerifier {
+    keys: InstallKeyProvider,
+    audiences: Vec<String>,
+    leeway_seconds: u64,
+}
+
+/// A signed install that passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedInstall {
+    pub client_key: String,
+    pub token: VerifiedToken,
+}
+
+impl InstallVerifier {
+    /// `audiences` are the app's base URL and every regional or otherwise allowed URL.
+    pub fn new(keys: InstallKeyProvider, audiences: Vec<String>, leeway_seconds: u64) -> Self {
+        InstallVerifier {
+            keys,
+            audiences: audiences.iter().map(|a| normalize_audience(a)).collect(),
+            leeway_seconds,
+        }
+    }
+
+    pub async fn verify(
+        &self,
+        raw_token: &str,
+        request: RequestTarget<'_>,
+        body_client_key: &str,
+    ) -> Result<VerifiedInstall, AuthError> {
+        self.verify_at(raw_token, request, body_client_key, now_unix())
+            .await
+    }
+
+    pub async fn verify_at(
+        &self,
+        raw_token: &str,
+        request: RequestTarget<'_>,
+        body_client_key: &str,
+        now: i64,
+    ) -> Result<VerifiedInstall, AuthError> {
+        let token = UnverifiedToken::parse(raw_token)?;
+        token.require_algorithm(Algorithm::RS256)?;
+        let kid = token.key_id().ok_or(AuthError::InvalidKeyId)?;
+        if !is_safe_key_id(kid) {
+            return Err(AuthError::InvalidKeyId);
+        }
+        let key = self.keys.key(kid).await?;
+        token.verify_signature(&key, Algorithm::RS256)?;
+        if token.issuer() != body_client_key {
+            return Err(AuthError::IssuerMismatch);
+        }
+        if !self.audience_matches(token.claim("aud")) {
+            return Err(AuthError::WrongAudience);
+        }
+        let verified =
+            token.verify_time_and_qsh(request, QshPolicy::RequestOnly, now, self.leeway_seconds)?;
+        Ok(VerifiedInstall {
+            client_key: verified.issuer.clone(),
+            token: verified,
+        })
+    }
+
+    fn audience_matches(&self, aud: Option<&Value>) -> bool {
+        let accepted = |a: &str| {
+            self.audiences
+                .iter()
+                .any(|mine| *mine == normalize_audience(a))
+        };
+        match aud {
+            Some(Value::String(a)) => accepted(a),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(accepted),
+            _ => false,
+        }
+    }
+}
+
+fn normalize_audience(aud: &str) -> String {
+    aud.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests;

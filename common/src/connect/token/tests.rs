@@ -1,0 +1,253 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::testing::{INSTALL_KEY_1, forge_token, sign_from_confluence};
+
+const SECRET: &str = "tenant-secret-0123456789";
+const WEBHOOK: RequestTarget<'static> = RequestTarget {
+    method: "POST",
+    target: "/webhooks/page_created?user_id=abc",
+    base_path: "",
+};
+
+struct Secrets(HashMap<String, SharedSecret>);
+
+impl SecretLookup for Secrets {
+    async fn shared_secret(&self, client_key: &str) -> Result<Option<SharedSecret>, AuthError> {
+        Ok(self.0.get(client_key).cloned())
+    }
+}
+
+fn lookup() -> Secrets {
+    Secrets(HashMap::from([(
+        "tenant-a".to_string(),
+        SharedSecret::new(SECRET),
+    )]))
+}
+
+async fn verify(token: &str, policy: QshPolicy, leeway: u64) -> Result<VerifiedToken, AuthError> {
+    verify_hs256_request(token, WEBHOOK, policy, &lookup(), leeway).await
+}
+
+fn code(result: Result<VerifiedToken, AuthError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(err) => err.code(),
+    }
+}
+
+#[tokio::test]
+async fn a_token_signed_by_the_tenant_validates() {
+    let token = sign_from_confluence("tenant-a", SECRET, WEBHOOK, now_unix(), 180);
+    let verified = verify(&token, QshPolicy::RequestOnly, 30)
+        .await
+        .expect("valid token");
+    assert_eq!(verified.issuer, "tenant-a");
+    assert_eq!(verified.context, Some(json!({})));
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let now = now_unix();
+    let token = forge_token(
+        &json!({"alg": "none", "typ": "JWT"}),
+        &json!({"iss": "tenant-a", "iat": now, "exp": now + 60, "qsh": qsh("POST", WEBHOOK.target, "")}),
+        "",
+    );
+    assert_eq!(
+        code(verify(&token, QshPolicy::RequestOnly, 30).await),
+        "unsupported_alg"
+    );
+}
+
+#[tokio::test]
+async fn an_rs256_token_where_hs256_is_expected_is_refused() {
+    let token = crate::testing::sign_install(
+        &crate::testing::InstallClaims {
+            client_key: "tenant-a",
+            audience: "https://app.example.com",
+            request: WEBHOOK,
+            issued_at: now_unix(),
+            ttl_seconds: 60,
+        },
+        "kid-1",
+        INSTALL_KEY_1,
+    );
+    assert_eq!(
+        code(verify(&token, QshPolicy::RequestOnly, 30).await),
+        "unsupported_alg"
+    );
+}
+
+#[tokio::test]
+async fn expiry_honours_the_leeway() {
+    let now = now_unix();
+    let expired_long_ago = sign_from_confluence("tenant-a", SECRET, WEBHOOK, now - 300, 180);
+    assert_eq!(
+        code(verify(&expired_long_ago, QshPolicy::RequestOnly, 30).await),
+        "expired"
+    );
+    let just_expired = sign_from_confluence("tenant-a", SECRET, WEBHOOK, now - 200, 180);
+    assert_eq!(
+        code(verify(&just_expired, QshPolicy::RequestOnly, 30).await),
+        "ok"
+    );
+    assert_eq!(
+        code(verify(&just_expired, QshPolicy::RequestOnly, 0).await),
+        "expired"
+    );
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused() {
+    let token = sign_from_confluence("tenant-a", SECRET, WEBHOOK, now_unix() + 600, 180);
+    assert_eq!(
+        code(verify(&token, QshPolicy::RequestOnly, 30).await),
+        "issued_in_future"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_a_bad_signature() {
+    let token = sign_from_confluence("tenant-a", "some-other-secret", WEBHOOK, now_unix(), 180);
+    assert_eq!(
+        code(verify(&token, QshPolicy::RequestOnly, 30).await),
+        "bad_signature"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_issuer_is_refused() {
+    let token = sign_from_confluence("tenant-zz", SECRET, WEBHOOK, now_unix(), 180);
+    assert_eq!(
+        code(verify(&token, QshPolicy::RequestOnly, 30).await),
+        "unknown_issuer"
+    );
+}
+
+#[tokio::test]
+async fn a_qsh_for_another_request_is_refused() {
+    let other = RequestTarget {
+        method: "POST",
+        target: "/webhooks/page_removed",
+        base_path: "",
+    };
+    let token = sign_from_confluence("tenant-a", SECRET, other, now_unix(), 180);
+    assert_eq!(
+        code(verify(&token, QshPolicy::RequestOnly, 30).await),
+        "qsh_mismatch"
+    );
+}
+
+#[tokio::test]
+async fn context_qsh_only_where_allowed() {
+    let now = now_unix();
+    let claims = json!({"iss": "tenant-a", "iat": now, "exp": now + 60, "qsh": "context-qsh"});
+    let token = sign_hs256(&claims, &SharedSecret::new(SECRET)).expect("sign");
+    assert_eq!(
+        code(verify(&token, QshPolicy::RequestOnly, 30).await),
+        "context_qsh_not_allowed"
+    );
+    assert_eq!(
+        code(verify(&token, QshPolicy::AllowContext, 30).await),
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn malformed_tokens_and_missing_claims() {
+    assert_eq!(
+        code(verify("not-a-jwt", QshPolicy::RequestOnly, 30).await),
+        "malformed"
+    );
+    assert_eq!(
+        code(verify("a.b.c.d", QshPolicy::RequestOnly, 30).await),
+        "malformed"
+    );
+    let now = now_unix();
+    let no_qsh = sign_hs256(
+        &json!({"iss": "tenant-a", "iat": now, "exp": now + 60}),
+        &SharedSecret::new(SECRET),
+    )
+    .expect("sign");
+    assert_eq!(
+        code(verify(&no_qsh, QshPolicy::RequestOnly, 30).await),
+        "missing_qsh"
+    );
+    let no_exp = sign_hs256(
+        &json!({"iss": "tenant-a", "qsh": "x"}),
+        &SharedSecret::new(SECRET),
+    )
+    .expect("sign");
+    assert_eq!(
+        code(verify(&no_exp, QshPolicy::RequestOnly, 30).await),
+        "malformed"
+    );
+}
+
+#[tokio::test]
+async fn outbound_tokens_verify_on_the_other_side() {
+    let request = RequestTarget {
+        method: "GET",
+        target: "/wiki/rest/api/content/1?expand=a,b",
+        base_path: "/wiki",
+    };
+    let token = OutboundToken {
+        app_key: "com.example.app",
+        client_key: Some("tenant-a"),
+        subject: None,
+        request,
+        issued_at: now_unix(),
+        ttl_seconds: 180,
+    }
+    .sign(&SharedSecret::new(SECRET))
+    .expect("sign");
+    let parsed = UnverifiedToken::parse(&token).expect("parses");
+    assert_eq!(parsed.issuer(), "com.example.app");
+    assert_eq!(parsed.claim("aud"), Some(&json!(["tenant-a"])));
+    parsed
+        .verify_hs256(
+            &SharedSecret::new(SECRET),
+            request,
+            QshPolicy::RequestOnly,
+            now_unix(),
+            0,
+        )
+        .expect("verifies with the computed qsh");
+}
+
+#[test]
+fn tokens_come_from_the_header_or_the_query() {
+    assert_eq!(
+        extract_token(Some("JWT abc.def.ghi"), None).as_deref(),
+        Some("abc.def.ghi")
+    );
+    assert_eq!(
+        extract_token(Some("Bearer x"), Some("a=1&jwt=q.r.s")).as_deref(),
+        Some("q.r.s")
+    );
+    assert_eq!(extract_token(None, Some("a=1")), None);
+}
+
+#[test]
+fn secrets_never_print() {
+    assert_eq!(
+        format!("{:?}", SharedSecret::new(SECRET)),
+        "SharedSecret(<redacted>)"
+    );
+}
+
+proptest! {
+    #[test]
+    fn parsing_arbitrary_strings_never_panics(raw in ".{0,300}") {
+        let _ = UnverifiedToken::parse(&raw);
+    }
+
+    #[test]
+    fn parsing_arbitrary_segments_never_panics(a in "[A-Za-z0-9_-]{0,80}", b in "[A-Za-z0-9_-]{0,80}") {
+        let _ = UnverifiedToken::parse(&format!("{a}.{b}.sig"));
+    }
+}

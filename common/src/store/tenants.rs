@@ -1,0 +1,487 @@
+//! Tenants and their lifecycle, with shared secrets encrypted at rest.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::connect::{LifecycleEventType, LifecyclePayload, SharedSecret};
+use crate::crypto::{EncryptedSecret, KeyError, SecretKeyring};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Installed,
+    Enabled,
+    Disabled,
+    Uninstalled,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Installed => "installed",
+            TenantStatus::Enabled => "enabled",
+            TenantStatus::Disabled => "disabled",
+            TenantStatus::Uninstalled => "uninstalled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Installed,
+            Self::Enabled,
+            Self::Disabled,
+            Self::Uninstalled,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    pub fn is_active(self) -> bool {
+        self != TenantStatus::Uninstalled
+    }
+}
+
+impl std::fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status after `event`, given the status before it.
+///
+/// Confluence may send `disabled` and `uninstalled` in either order, a few ms apart, so
+/// `uninstalled` is sticky: only a new `installed` leaves it. An `installed` for an enabled
+/// or disabled tenant is an upgrade or a secret rotation and keeps that status.
+pub fn next_status(current: Option<TenantStatus>, event: LifecycleEventType) -> TenantStatus {
+    use LifecycleEventType as E;
+    use TenantStatus as S;
+    match (current, event) {
+        (Some(S::Enabled), E::Installed) => S::Enabled,
+        (Some(S::Disabled), E::Installed) => S::Disabled,
+        (_, E::Installed) => S::Installed,
+        (_, E::Uninstalled) => S::Uninstalled,
+        (Some(S::Uninstalled), _) => S::Uninstalled,
+        (_, E::Enabled) => S::Enabled,
+        (_, E::Disabled) => S::Disabled,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("tenant secret: {0}")]
+    Secret(#[from] KeyError),
+    #[error("an installed callback must carry a sharedSecret")]
+    MissingSecret,
+    #[error("stored row is invalid: {0}")]
+    CorruptRow(String),
+}
+
+/// A tenant as the rest of the system sees it: everything but the secret.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tenant {
+    pub client_key: String,
+    pub app_key: String,
+    pub base_url: String,
+    pub display_url: Option<String>,
+    pub display_url_servicedesk_help_center: Option<String>,
+    pub product_type: Option<String>,
+    pub description: Option<String>,
+    pub server_version: Option<String>,
+    pub plugins_version: Option<String>,
+    pub oauth_client_id: Option<String>,
+    pub installation_id: Option<String>,
+    pub entitlement_id: Option<String>,
+    pub entitlement_number: Option<String>,
+    pub service_entitlement_number: Option<String>,
+    pub status: TenantStatus,
+    pub installed_at: DateTime<Utc>,
+    pub enabled_at: Option<DateTime<Utc>>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub uninstalled_at: Option<DateTime<Utc>>,
+    pub status_changed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    client_key: String,
+    app_key: String,
+    base_url: String,
+    display_url: Option<String>,
+    display_url_servicedesk_help_center: Option<String>,
+    product_type: Option<String>,
+    description: Option<String>,
+    server_version: Option<String>,
+    plugins_version: Option<String>,
+    oauth_client_id: Option<String>,
+    installation_id: Option<String>,
+    entitlement_id: Option<String>,
+    entitlement_number: Option<String>,
+    service_entitlement_number: Option<String>,
+    secret_key_id: String,
+    secret_nonce: Vec<u8>,
+    secret_ciphertext: Vec<u8>,
+    status: String,
+    installed_at: DateTime<Utc>,
+    enabled_at: Option<DateTime<Utc>>,
+    disabled_at: Option<DateTime<Utc>>,
+    uninstalled_at: Option<DateTime<Utc>>,
+    status_changed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TenantRow {
+    fn into_parts(self) -> Result<(Tenant, EncryptedSecret), StoreError> {
+        let status = TenantStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::CorruptRow(format!("status `{}`", self.status)))?;
+        let secret = EncryptedSecret {
+            key_id: self.secret_key_id,
+            nonce: self.secret_nonce,
+            ciphertext: self.secret_ciphertext,
+        };
+        let tenant = Tenant {
+            client_key: self.client_key,
+            app_key: self.app_key,
+            base_url: self.base_url,
+            display_url: self.display_url,
+            display_url_servicedesk_help_center: self.display_url_servicedesk_help_center,
+            product_type: self.product_type,
+            description: self.description,
+            server_version: self.server_version,
+            plugins_version: self.plugins_version,
+            oauth_client_id: self.oauth_client_id,
+            installation_id: self.installation_id,
+            entitlement_id: self.entitlement_id,
+            entitlement_number: self.entitlement_number,
+            service_entitlement_number: self.service_entitlement_number,
+            status,
+            installed_at: self.installed_at,
+            enabled_at: self.enabled_at,
+            disabled_at: self.disabled_at,
+            uninstalled_at: self.uninstalled_at,
+            status_changed_at: self.status_changed_at,
+            updated_at: self.updated_at,
+        };
+        Ok((tenant, secret))
+    }
+}
+
+/// One audited lifecycle callback.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct LifecycleRecord {
+    pub client_key: String,
+    pub event_type: String,
+    pub event_id: Option<String>,
+    pub base_url: Option<String>,
+    pub status_after: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+const SELECT_TENANT: &str = "SELECT client_key, app_key, base_url, display_url, \
+    display_url_servicedesk_help_center, product_type, description, server_version, \
+    plugins_version, oauth_client_id, installation_id, entitlement_id, entitlement_number, \
+    service_entitlement_number, secret_key_id, secret_nonce, secret_ciphertext, status, \
+    installed_at, enabled_at, disabled_at, uninstalled_at, status_changed_at, updated_at \
+    FROM tenants";
+
+#[derive(Clone)]
+pub struct TenantStore {
+    pool: PgPool,
+    keyring: SecretKeyring,
+}
+
+impl std::fmt::Debug for TenantStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantStore")
+            .field("keyring", &self.keyring)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantStore {
+    pub fn new(pool: PgPool, keyring: SecretKeyring) -> Self {
+        TenantStore { pool, keyring }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Upserts the tenant from an `installed` body, with its secret encrypted, and audits the
+    /// callback, in one transaction. A re-delivered callback leaves the same row.
+    pub async fn record_install(
+        &self,
+        install: &LifecyclePayload,
+        event_id: &str,
+    ) -> Result<Tenant, StoreError> {
+        let secret = install
+            .shared_secret
+            .as_deref()
+            .ok_or(StoreError::MissingSecret)?;
+        let encrypted = self
+            .keyring
+            .encrypt(&SharedSecret::new(secret), &install.client_key)?;
+        let mut tx = self.pool.begin().await?;
+        let current = lock_status(&mut tx, &install.client_key).await?;
+        let status = next_status(current, LifecycleEventType::Installed);
+        sqlx::query(
+            "INSERT INTO tenants (client_key, app_key, base_url, display_url, \
+             display_url_servicedesk_help_center, product_type, description, server_version, \
+             plugins_version, oauth_client_id, installation_id, entitlement_id, entitlement_number, \
+             service_entitlement_number, secret_key_id, secret_nonce, secret_ciphertext, status, \
+             installed_at, status_changed_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, now(), now()) \
+             ON CONFLICT (client_key) DO UPDATE SET app_key = EXCLUDED.app_key, \
+             base_url = EXCLUDED.base_url, display_url = EXCLUDED.display_url, \
+             display_url_servicedesk_help_center = EXCLUDED.display_url_servicedesk_help_center, \
+             product_type = EXCLUDED.product_type, description = EXCLUDED.description, \
+             server_version = EXCLUDED.server_version, plugins_version = EXCLUDED.plugins_version, \
+             oauth_client_id = EXCLUDED.oauth_client_id, installation_id = EXCLUDED.installation_id, \
+             entitlement_id = EXCLUDED.entitlement_id, entitlement_number = EXCLUDED.entitlement_number, \
+             service_entitlement_number = EXCLUDED.service_entitlement_number, \
+             secret_key_id = EXCLUDED.secret_key_id, secret_nonce = EXCLUDED.secret_nonce, \
+             secret_ciphertext = EXCLUDED.secret_ciphertext, status = EXCLUDED.status, \
+             installed_at = now(), \
+             status_changed_at = CASE WHEN tenants.status = EXCLUDED.status \
+                 THEN tenants.status_changed_at ELSE now() END, \
+             updated_at = now()",
+        )
+        .bind(&install.client_key)
+        .bind(&install.key)
+        .bind(install.base_url.trim_end_matches('/'))
+        .bind(&install.display_url)
+        .bind(&install.display_url_servicedesk_help_center)
+        .bind(&install.product_type)
+        .bind(&install.description)
+        .bind(&install.server_version)
+        .bind(&install.plugins_version)
+        .bind(&install.oauth_client_id)
+        .bind(&install.installation_id)
+        .bind(&install.entitlement_id)
+        .bind(&install.entitlement_number)
+        .bind(&install.service_entitlement_number)
+        .bind(&encrypted.key_id)
+        .bind(&encrypted.nonce)
+        .bind(&encrypted.ciphertext)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            &install.client_key,
+            LifecycleEventType::Installed,
+            event_id,
+            Some(&install.base_url),
+            Some(status),
+        )
+        .await?;
+        let tenant = fetch(&mut tx, &install.client_key).await?.ok_or_else(|| {
+            StoreError::CorruptRow("tenant vanished inside its own transaction".into())
+        })?;
+        tx.commit().await?;
+        Ok(tenant.0)
+    }
+
+    /// Applies `uninstalled`, `enabled` or `disabled` (or a repeated `installed`, which only
+    /// re-derives the status) and audits it. `None` when the tenant is unknown; the
+    /// callback is audited all the same.
+    pub async fn apply_lifecycle(
+        &self,
+        client_key: &str,
+        event: LifecycleEventType,
+        event_id: &str,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current = lock_status(&mut tx, client_key).await?;
+        let status = current.map(|c| next_status(Some(c), event));
+        if let Some(status) = status {
+            let stamp = match event {
+                LifecycleEventType::Installed => "installed_at",
+                LifecycleEventType::Enabled => "enabled_at",
+                LifecycleEventType::Disabled => "disabled_at",
+                LifecycleEventType::Uninstalled => "uninstalled_at",
+            };
+            let sql = format!(
+                "UPDATE tenants SET status = $2, {stamp} = now(), \
+                 status_changed_at = CASE WHEN status = $2 THEN status_changed_at ELSE now() END, \
+                 updated_at = now() WHERE client_key = $1"
+            );
+            sqlx::query(&sql)
+                .bind(client_key)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        audit(&mut tx, client_key, event, event_id, None, status).await?;
+        let tenant = fetch(&mut tx, client_key).await?.map(|(t, _)| t);
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    pub async fn get(&self, client_key: &str) -> Result<Option<Tenant>, StoreError> {
+        Ok(self
+            .get_with_secret(client_key)
+            .await?
+            .map(|(tenant, _)| tenant))
+    }
+
+    /// The tenant and its decrypted shared secret.
+    pub async fn get_with_secret(
+        &self,
+        client_key: &str,
+    ) -> Result<Option<(Tenant, SharedSecret)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query_as::<_, TenantRow>(&format!("{SELECT_TENANT} WHERE client_key = $1"))
+            .bind(client_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let (tenant, encrypted) = row.into_parts()?;
+                let secret = self.keyring.decrypt(&encrypted, &tenant.client_key)?;
+                Ok(Some((tenant, secret)))
+            }
+        }
+    }
+
+    /// Every tenant, newest first.
+    pub async fn list(&self) -> Result<Vec<Tenant>, StoreError> {
+        sqlx::query_as::<_, TenantRow>(&format!(
+            "{SELECT_TENANT} ORDER BY updated_at DESC, client_key"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| row.into_parts().map(|(tenant, _)| tenant))
+        .collect()
+    }
+
+    /// The audited lifecycle callbacks of one tenant, oldest first.
+    pub async fn lifecycle_history(
+        &self,
+        client_key: &str,
+    ) -> Result<Vec<LifecycleRecord>, StoreError> {
+        Ok(sqlx::query_as::<_, LifecycleRecord>(
+            "SELECT client_key, event_type, event_id, base_url, status_after, received_at \
+             FROM tenant_lifecycle_events WHERE client_key = $1 ORDER BY id",
+        )
+        .bind(client_key)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Re-encrypts secrets made with older keys under the current key; returns how many.
+    pub async fn reencrypt_secrets(&self) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        for tenant in self.list().await? {
+            let mut tx = self.pool.begin().await?;
+            if let Some((_, encrypted)) = fetch(&mut tx, &tenant.client_key).await?
+                && self.keyring.needs_reencryption(&encrypted)
+            {
+                let secret = self.keyring.decrypt(&encrypted, &tenant.client_key)?;
+                let fresh = self.keyring.encrypt(&secret, &tenant.client_key)?;
+                sqlx::query(
+                    "UPDATE tenants SET secret_key_id = $2, secret_nonce = $3, \
+                     secret_ciphertext = $4 WHERE client_key = $1",
+                )
+                .bind(&tenant.client_key)
+                .bind(&fresh.key_id)
+                .bind(&fresh.nonce)
+                .bind(&fresh.ciphertext)
+                .execute(&mut *tx)
+                .await?;
+                changed += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(changed)
+    }
+}
+
+async fn lock_status(
+    tx: &mut Transaction<'_, Postgres>,
+    client_key: &str,
+) -> Result<Option<TenantStatus>, StoreError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM tenants WHERE client_key = $1 FOR UPDATE")
+            .bind(client_key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    status
+        .map(|s| {
+            TenantStatus::parse(&s).ok_or_else(|| StoreError::CorruptRow(format!("status `{s}`")))
+        })
+        .transpose()
+}
+
+async fn fetch(
+    tx: &mut Transaction<'_, Postgres>,
+    client_key: &str,
+) -> Result<Option<(Tenant, EncryptedSecret)>, StoreError> {
+    sqlx::query_as::<_, TenantRow>(&format!("{SELECT_TENANT} WHERE client_key = $1"))
+        .bind(client_key)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(TenantRow::into_parts)
+        .transpose()
+}
+
+async fn audit(
+    tx: &mut Transaction<'_, Postgres>,
+    client_key: &str,
+    event: LifecycleEventType,
+    event_id: &str,
+    base_url: Option<&str>,
+    status_after: Option<TenantStatus>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tenant_lifecycle_events (client_key, event_type, event_id, base_url, status_after) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(client_key)
+    .bind(event.as_str())
+    .bind(event_id)
+    .bind(base_url)
+    .bind(status_after.map(TenantStatus::as_str))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LifecycleEventType as E;
+    use TenantStatus as S;
+
+    #[test]
+    fn disabled_and_uninstalled_in_either_order_end_uninstalled() {
+        let a = next_status(
+            Some(next_status(Some(S::Enabled), E::Disabled)),
+            E::Uninstalled,
+        );
+        let b = next_status(
+            Some(next_status(Some(S::Enabled), E::Uninstalled)),
+            E::Disabled,
+        );
+        assert_eq!((a, b), (S::Uninstalled, S::Uninstalled));
+        assert_eq!(
+            next_status(Some(S::Uninstalled), E::Enabled),
+            S::Uninstalled
+        );
+    }
+
+    #[test]
+    fn reinstall_keeps_enablement_and_revives_uninstalled() {
+        assert_eq!(next_status(Some(S::Enabled), E::Installed), S::Enabled);
+        assert_eq!(next_status(Some(S::Disabled), E::Installed), S::Disabled);
+        assert_eq!(
+            next_status(Some(S::Uninstalled), E::Installed),
+            S::Installed
+        );
+        assert_eq!(next_status(None, E::Installed), S::Installed);
+    }
+}

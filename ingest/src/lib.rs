@@ -1,0 +1,1 @@
+//! The HTTP edge Confluence calls: descriptor, lifecycle and webhook routes.

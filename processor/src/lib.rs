@@ -1,0 +1,1 @@
+//! The consumer runtime, handler API and Confluence REST client.
