@@ -5,7 +5,7 @@
 //! so any Kafka consumer can read the topics without Tributary's code.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde_json::Value;
 
 use crate::connect::LifecycleEventType;
@@ -96,7 +96,8 @@ impl Envelope {
             id: uuid::Uuid::now_v7().to_string(),
             source: source.to_string(),
             kind,
-            time: Utc::now(),
+            // Millisecond precision is what the ce_time header carries.
+            time: Utc::now().trunc_subsecs(3),
             subject: None,
             client_key: client_key.to_string(),
             content_type: JSON_CONTENT_TYPE.to_string(),

@@ -84,17 +84,17 @@ impl InstallKeyProvider {
         for server in self.servers.iter() {
             match self.fetch_from(server, kid).await {
                 Ok(key) => {
-                    metrics::counter!("tributary_install_key_fetches_total", "outcome" => "ok")
+                    metrics::counter!("tributary_ingest_install_key_fetches_total", "outcome" => "ok")
                         .increment(1);
                     return Ok(Arc::new(key));
                 }
                 Err(FetchOutcome::NotFound) => {
-                    metrics::counter!("tributary_install_key_fetches_total", "outcome" => "not_found")
+                    metrics::counter!("tributary_ingest_install_key_fetches_total", "outcome" => "not_found")
                         .increment(1);
                     failures.push(format!("{server}: not found"));
                 }
                 Err(FetchOutcome::Failed(why)) => {
-                    metrics::counter!("tributary_install_key_fetches_total", "outcome" => "error")
+                    metrics::counter!("tributary_ingest_install_key_fetches_total", "outcome" => "error")
                         .increment(1);
                     all_not_found = false;
                     tracing::warn!(server = %server, error = %why, "install key server failed, trying the next");

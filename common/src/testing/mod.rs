@@ -1,5 +1,9 @@
 //! Test support shared by every crate's tests (feature `testing`): throwaway Postgres
-//! databases, a loopback install-key server and signed-install tokens.
+//! databases, the mock Kafka cluster, a loopback install-key server and signed-install tokens.
+
+pub mod kafka;
+
+pub use kafka::MockKafka;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,11 +23,11 @@ use crate::connect::{SharedSecret, qsh};
 use crate::crypto::SecretKeyring;
 
 /// The first test RSA key pair (never used outside tests).
-pub const INSTALL_KEY_1: &str = include_str!("../testdata/install-key-1.pem");
-pub const INSTALL_PUB_1: &str = include_str!("../testdata/install-key-1.pub.pem");
+pub const INSTALL_KEY_1: &str = include_str!("../../testdata/install-key-1.pem");
+pub const INSTALL_PUB_1: &str = include_str!("../../testdata/install-key-1.pub.pem");
 /// A second key pair, for "signed with the wrong key" cases.
-pub const INSTALL_KEY_2: &str = include_str!("../testdata/install-key-2.pem");
-pub const INSTALL_PUB_2: &str = include_str!("../testdata/install-key-2.pub.pem");
+pub const INSTALL_KEY_2: &str = include_str!("../../testdata/install-key-2.pem");
+pub const INSTALL_PUB_2: &str = include_str!("../../testdata/install-key-2.pub.pem");
 
 /// The admin URL tests create their databases from: `DATABASE_URL`, or the local default.
 pub fn admin_database_url() -> String {
