@@ -1,5 +1,10 @@
 //! `tributary`: operator and developer commands.
 
+mod baseline;
+mod dlq;
+mod loadgen;
+mod probe;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -28,6 +33,25 @@ enum Command {
     },
     /// Validate the configuration and print the effective settings (secrets redacted).
     Config,
+    /// Inspect and replay dead-lettered events.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+    /// Install tenants and send signed webhooks at the ingest; report throughput and latency.
+    Loadgen(loadgen::LoadgenArgs),
+    /// A bare HTTP server answering 204 to every webhook: the machine's ceiling for loadgen.
+    BaselineServer {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+    },
+    /// Exit 0 when URL answers 2xx (container health checks).
+    Probe {
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -47,6 +71,18 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // These commands talk to running services and need no configuration of their own.
+    match cli.command {
+        Command::Probe {
+            url,
+            timeout_seconds,
+        } => {
+            return probe::probe(&url, std::time::Duration::from_secs(timeout_seconds)).await;
+        }
+        Command::Loadgen(args) => return loadgen::run(args).await,
+        Command::BaselineServer { listen } => return baseline::run(listen).await,
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
     tributary_common::telemetry::init_tracing(&config.log_format);
     match cli.command {
@@ -64,6 +100,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Config => println!("{config:#?}"),
+        Command::Dlq { command } => dlq::run(&config, command).await?,
+        Command::Probe { .. } | Command::Loadgen(_) | Command::BaselineServer { .. } => {}
         Command::Tenants { command } => {
             let pool = store::connect(&config)
                 .await

@@ -1,1 +1,149 @@
-//! The HTTP edge Confluence calls: descriptor, lifecycle and webhook routes.
+//! The HTTP edge Confluence calls: descriptor, lifecycle and webhook routes, published to
+//! Kafka and acknowledged only once the broker has the event.
+//!
+//! [`run`] is the whole service; `main.rs` only parses the command line around it, and tests
+//! start it in-process with listeners of their own.
+
+pub mod app;
+pub mod body;
+pub mod descriptor;
+pub mod health;
+pub mod kafka_log;
+pub mod lifecycle;
+pub mod observe;
+pub mod publisher;
+pub mod rejection;
+pub mod secrets;
+pub mod tenant_changes;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tributary_common::Config;
+use tributary_common::config::ConfigError;
+use tributary_common::connect::{InstallKeyProvider, InstallVerifier};
+use tributary_common::shutdown::Shutdown;
+use tributary_common::store::{self, TenantStore};
+use tributary_common::telemetry;
+
+use crate::app::AppState;
+use crate::descriptor::{InvalidEventName, WebhookEvents, descriptor};
+use crate::publisher::Publisher;
+use crate::secrets::TenantSecrets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Events(#[from] InvalidEventName),
+    #[error("cannot reach the database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves the ingest on `listener` and metrics on `metrics_listener` until `shutdown` fires,
+/// then stops accepting, lets requests in flight finish, flushes the producer and returns.
+/// The whole stop is bounded by `shutdown_timeout_seconds`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), IngestError> {
+    // Installed before anything records, so no early sample is lost.
+    telemetry::metrics_handle();
+    let events = Arc::new(WebhookEvents::from_config(&config)?);
+    let keyring = config.secret_keyring()?.clone();
+    let pool = store::connect(&config).await?;
+    store::migrate(&pool).await?;
+    let tenants = TenantStore::new(pool.clone(), keyring);
+    let publisher = Publisher::new(&config)?;
+    let keys = InstallKeyProvider::new(
+        config.install_keys_url.clone(),
+        Duration::from_millis(config.install_keys_timeout_ms),
+        config.install_keys_cache_size,
+    );
+    let state = Arc::new(AppState {
+        app_key: config.app_key.clone(),
+        base_path: config.app_base_path(),
+        max_body: usize::try_from(config.ingest_max_body_bytes).unwrap_or(usize::MAX),
+        allow_legacy_installs: config.ingest_allow_legacy_installs,
+        router: config.topic_router().clone(),
+        allowlist: config.tenant_allowlist().clone(),
+        descriptor: serde_json::to_vec(&descriptor(&config, &events))
+            .unwrap_or_default()
+            .into(),
+        events,
+        secrets: TenantSecrets::new(
+            tenants.clone(),
+            config.ingest_secret_cache_size,
+            Duration::from_secs(config.ingest_secret_cache_ttl_seconds),
+            config.jwt_leeway_seconds,
+        ),
+        store: tenants,
+        installs: InstallVerifier::new(keys, config.install_audiences(), config.jwt_leeway_seconds),
+        publisher: publisher.clone(),
+        stopping: shutdown.clone(),
+    });
+    let follower = tokio::spawn(tenant_changes::follow(
+        pool.clone(),
+        state.secrets.clone(),
+        shutdown.clone(),
+    ));
+    let router = app::router(
+        state,
+        usize::try_from(config.ingest_max_in_flight).unwrap_or(usize::MAX),
+        config.ingest_retry_after_seconds,
+    );
+    tracing::info!(
+        address = %listener.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        "ingest listening"
+    );
+
+    let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, shutdown.clone()));
+    let stop = shutdown.clone();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    let served = tokio::select! {
+        served = &mut server => served,
+        _ = shutdown.cancelled() => {
+            let deadline = Instant::now() + config.shutdown_timeout();
+            tracing::info!("stopping: no new connections, finishing requests in flight");
+            match tokio::time::timeout_at(deadline.into(), &mut server).await {
+                Ok(served) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if let Err(err) = publisher.flush(left).await {
+                        tracing::warn!(error = %err, "the producer did not flush in time");
+                    }
+                    served
+                }
+                Err(_) => {
+                    tracing::warn!("requests still in flight at the shutdown deadline");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    shutdown.cancel();
+    let _ = metrics.await;
+    let _ = follower.await;
+    pool.close().await;
+    match served {
+        Ok(result) => result.map_err(IngestError::from),
+        // The server task does not panic; an abort at the deadline is handled above.
+        Err(_) => Ok(()),
+    }
+}

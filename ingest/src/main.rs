@@ -1,7 +1,10 @@
+//! The `tributary-ingest` binary: configuration and signals around [`tributary_ingest::run`].
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
-use tributary_common::Config;
+use tokio::net::TcpListener;
+use tributary_common::{Config, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(name = "tributary-ingest", version, about = "Tributary ingest service")]
@@ -12,12 +15,17 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    tributary_common::shutdown::run_main(run(Cli::parse()))
+    shutdown::run_main(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    tributary_common::telemetry::init_tracing(&config.log_format);
-    tracing::info!("configuration loaded");
+    telemetry::init_tracing(&config.log_format);
+    let listener = TcpListener::bind(&config.ingest_listen)
+        .await
+        .with_context(|| format!("cannot listen on ingest_listen {}", config.ingest_listen))?;
+    let metrics_listener = telemetry::bind_metrics(&config.metrics_listen).await?;
+    tributary_ingest::run(config, listener, metrics_listener, shutdown::on_signals()).await?;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -1,1 +1,17 @@
 //! The consumer runtime, handler API and Confluence REST client.
+pub mod builtin;
+pub mod confluence;
+pub mod context;
+pub mod dlq;
+pub mod event;
+pub mod handler;
+pub mod metrics;
+pub mod payload;
+pub mod processor;
+mod runtime;
+pub mod state;
+
+pub use context::Context;
+pub use event::Event;
+pub use handler::{Handler, HandlerError};
+pub use processor::{Processor, ProcessorBuilder, ProcessorError, ProcessorStatus};

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
 use tributary_common::Config;
+use tributary_processor::Processor;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +24,12 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     tributary_common::telemetry::init_tracing(&config.log_format);
-    tracing::info!("configuration loaded");
+    let shutdown = tributary_common::shutdown::on_signals();
+    let processor = Processor::builder(config)
+        .build()
+        .await
+        .context("starting the processor")?;
+    tracing::info!(handlers = ?processor.handler_names(), "processor starting");
+    processor.run(shutdown).await.context("processor stopped")?;
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: locating the workspace binaries and running them.
 
+pub mod postgres;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod error;
+pub mod events;
 pub mod install;
 pub mod keys;
 pub mod lifecycle;

@@ -1,0 +1,133 @@
+//! Reading request bodies within the configured limit, and what the request claims to be.
+
+use axum::body::Body;
+use axum::extract::OriginalUri;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use crate::rejection::Rejection;
+
+/// Refuses a content type that is declared and is not JSON. A missing one is let through:
+/// the body is parsed as JSON anyway.
+pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Rejection::UnsupportedContentType)?;
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(Rejection::UnsupportedContentType)
+    }
+}
+
+/// Refuses a body whose declared length is over `max` before a byte of it is read.
+pub fn check_declared_length(headers: &HeaderMap, max: usize) -> Result<(), Rejection> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max as u64 => Err(Rejection::BodyTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it grows past `max` (chunked bodies have no
+/// declared length, so the count is kept while reading).
+pub async fn read_limited(body: Body, max: usize) -> Result<Bytes, Rejection> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|_| Rejection::MalformedBody("the body could not be read".into()))?;
+        if buffer.len() + chunk.len() > max {
+            return Err(Rejection::BodyTooLarge);
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
+/// The path and query exactly as the client sent them, which the qsh is computed over
+/// (a router nested under the base path sees a shortened URI).
+pub fn request_target(parts: &Parts) -> String {
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map(|original| &original.0)
+        .unwrap_or(&parts.uri);
+    uri.path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string())
+}
+
+/// The query of the original request, where a `jwt` parameter may carry the token.
+pub fn request_query(parts: &Parts) -> Option<&str> {
+    parts
+        .extensions
+        .get::<OriginalUri>()
+        .map(|original| &original.0)
+        .unwrap_or(&parts.uri)
+        .query()
+}
+
+/// The token from `Authorization: JWT ...` or the `jwt` query parameter.
+pub fn token_of(parts: &Parts) -> Option<String> {
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    tributary_common::connect::extract_token(authorization, request_query(parts))
+        .map(|token| token.into_owned())
+        .filter(|token| !token.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(name.clone(), HeaderValue::from_str(value).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(check_json_content_type(&headers(&[])).is_ok());
+        assert!(
+            check_json_content_type(&headers(&[(
+                header::CONTENT_TYPE,
+                "application/json; charset=utf-8"
+            )]))
+            .is_ok()
+        );
+        assert!(
+            check_json_content_type(&headers(&[(header::CONTENT_TYPE, "text/plain")])).is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused() {
+        assert!(check_declared_length(&headers(&[(header::CONTENT_LENGTH, "11")]), 10).is_err());
+        assert!(check_declared_length(&headers(&[(header::CONTENT_LENGTH, "10")]), 10).is_ok());
+        let read = read_limited(Body::from(vec![b'x'; 11]), 10).await;
+        assert!(matches!(read, Err(Rejection::BodyTooLarge)));
+        let read = read_limited(Body::from(vec![b'x'; 10]), 10).await;
+        assert_eq!(read.expect("fits").len(), 10);
+    }
+}

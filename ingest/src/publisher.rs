@@ -1,0 +1,90 @@
+//! Publishing envelopes to Kafka and waiting, within a bound, for the broker's acknowledgement.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tributary_common::Config;
+use tributary_common::envelope::Envelope;
+use tributary_common::kafka::{durable_producer_config, envelope_headers};
+
+use crate::kafka_log::RateLimitedLog;
+use crate::observe;
+
+/// Reconnect quickly once a broker is back: Confluence does not resend a webhook, so every
+/// second spent in back-off is a second of 503s. Operators can still override both.
+const RECONNECT_DEFAULTS: [(&str, &str); 2] = [
+    ("reconnect.backoff.ms", "50"),
+    ("reconnect.backoff.max.ms", "1000"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker did not acknowledge within {0:?}")]
+    Timeout(Duration),
+    #[error("the broker refused the record: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// A durable producer (`acks=all`, idempotent) whose sends wait at most `timeout`.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer<RateLimitedLog>,
+    timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(config: &Config) -> Result<Self, KafkaError> {
+        let mut client = durable_producer_config(config, config.ingest_publish_timeout_ms);
+        for (key, value) in RECONNECT_DEFAULTS {
+            let overridden = config
+                .kafka_client_properties
+                .iter()
+                .any(|p| p.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+            if !overridden {
+                client.set(key, value);
+            }
+        }
+        Ok(Publisher {
+            producer: client.create_with_context(RateLimitedLog::default())?,
+            timeout: Duration::from_millis(config.ingest_publish_timeout_ms),
+        })
+    }
+
+    /// Sends `envelope` to `topic` and returns once the broker has acknowledged it. A full
+    /// local queue fails at once rather than waiting, so overload turns into 503s.
+    pub async fn publish(&self, topic: &str, envelope: &Envelope) -> Result<(), PublishError> {
+        let record = FutureRecord::to(topic)
+            .key(envelope.key())
+            .payload(envelope.data.as_ref())
+            .headers(envelope_headers(envelope));
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(self.timeout, self.producer.send(record, Duration::ZERO)).await;
+        observe::broker_ack(started.elapsed());
+        match sent {
+            Err(_) => Err(PublishError::Timeout(self.timeout)),
+            Ok(Err((err, _))) => Err(PublishError::Kafka(err)),
+            Ok(Ok(_)) => {
+                observe::published(envelope.kind.name());
+                Ok(())
+            }
+        }
+    }
+
+    /// True when the cluster answers a metadata request within `timeout`.
+    pub async fn broker_reachable(&self, timeout: Duration) -> bool {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).is_ok())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Waits up to `timeout` for every queued record to be delivered.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+    }
+}

@@ -1,0 +1,150 @@
+//! Tenant secrets kept in memory, and the HS256 check of requests from Confluence.
+//!
+//! A webhook must not cost a database round trip, so tenants are cached (bounded, with a
+//! time-to-live). Another ingest replica may have rotated a secret or reinstalled a tenant
+//! since the entry was loaded, so a failure against a cached entry re-reads the tenant once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use moka::future::Cache;
+use tributary_common::connect::token::now_unix;
+use tributary_common::connect::{
+    AuthError, QshPolicy, RequestTarget, SharedSecret, UnverifiedToken, VerifiedToken,
+};
+use tributary_common::store::{TenantStatus, TenantStore};
+
+/// What a request check needs to know about a tenant.
+#[derive(Debug, Clone)]
+pub struct CachedTenant {
+    pub secret: SharedSecret,
+    pub base_url: String,
+    pub status: TenantStatus,
+}
+
+#[derive(Debug)]
+enum LoadError {
+    Unknown,
+    Store(String),
+}
+
+/// Whether a request from an uninstalled tenant may pass (lifecycle notifications may
+/// arrive after `uninstalled`; webhooks may not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uninstalled {
+    Refuse,
+    Accept,
+}
+
+#[derive(Clone)]
+pub struct TenantSecrets {
+    store: TenantStore,
+    cache: Cache<String, Arc<CachedTenant>>,
+    leeway_seconds: u64,
+}
+
+impl TenantSecrets {
+    pub fn new(store: TenantStore, capacity: u64, ttl: Duration, leeway_seconds: u64) -> Self {
+        TenantSecrets {
+            store,
+            // Unknown tenants are never cached, so an install on another replica counts at once.
+            cache: Cache::builder()
+                .max_capacity(capacity.max(1))
+                .time_to_live(ttl)
+                .build(),
+            leeway_seconds,
+        }
+    }
+
+    /// Forgets a tenant after this replica changed it.
+    pub async fn invalidate(&self, client_key: &str) {
+        self.cache.invalidate(client_key).await;
+    }
+
+    /// Forgets every tenant (changes may have been missed).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// The tenant, and whether it was read from the store just now.
+    async fn lookup(
+        &self,
+        client_key: &str,
+        reload: bool,
+    ) -> Result<Option<(Arc<CachedTenant>, bool)>, AuthError> {
+        if reload {
+            self.cache.invalidate(client_key).await;
+        }
+        let store = self.store.clone();
+        let key = client_key.to_string();
+        let loaded = self
+            .cache
+            .entry(client_key.to_string())
+            .or_try_insert_with(async move {
+                match store.get_with_secret(&key).await {
+                    Ok(Some((tenant, secret))) => Ok(Arc::new(CachedTenant {
+                        secret,
+                        base_url: tenant.base_url,
+                        status: tenant.status,
+                    })),
+                    Ok(None) => Err(LoadError::Unknown),
+                    Err(err) => Err(LoadError::Store(err.to_string())),
+                }
+            })
+            .await;
+        match loaded {
+            Ok(entry) => {
+                let fresh = entry.is_fresh();
+                Ok(Some((entry.into_value(), fresh)))
+            }
+            Err(err) => match &*err {
+                LoadError::Unknown => Ok(None),
+                LoadError::Store(why) => Err(AuthError::StoreUnavailable(why.clone())),
+            },
+        }
+    }
+
+    /// Verifies an HS256 token from Confluence in the order the protocol prescribes: decode
+    /// untrusted, find the tenant by `iss`, check the HMAC, then time and qsh. A bad signature
+    /// or an uninstalled status seen in a cached entry is checked once more against the store.
+    pub async fn verify(
+        &self,
+        raw_token: &str,
+        request: RequestTarget<'_>,
+        uninstalled: Uninstalled,
+    ) -> Result<(VerifiedToken, Arc<CachedTenant>), AuthError> {
+        let token = UnverifiedToken::parse(raw_token)?;
+        token.require_algorithm(Algorithm::HS256)?;
+        let mut reload = false;
+        loop {
+            let (tenant, fresh) = self
+                .lookup(token.issuer(), reload)
+                .await?
+                .ok_or(AuthError::UnknownIssuer)?;
+            let verified = token.verify_hs256(
+                &tenant.secret,
+                request,
+                QshPolicy::RequestOnly,
+                now_unix(),
+                self.leeway_seconds,
+            );
+            let retry = !fresh && !reload;
+            match verified {
+                Err(AuthError::BadSignature) if retry => reload = true,
+                Err(err) => return Err(err),
+                Ok(_)
+                    if tenant.status == TenantStatus::Uninstalled
+                        && uninstalled == Uninstalled::Refuse =>
+                {
+                    if retry {
+                        reload = true;
+                    } else {
+                        return Err(AuthError::TenantUninstalled);
+                    }
+                }
+                Ok(verified) => return Ok((verified, tenant)),
+            }
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Bad requests get their documented status and code, and nothing reaches a topic.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tributary_common::connect::token::{now_unix, sign_hs256};
+use tributary_common::connect::{SharedSecret, qsh};
+use tributary_common::testing::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, forge_token};
+
+use crate::harness::*;
+
+struct Case {
+    name: &'static str,
+    request: Raw,
+    status: u16,
+    code: &'static str,
+}
+
+fn case(name: &'static str, request: Raw, status: u16, code: &'static str) -> Case {
+    Case {
+        name,
+        request,
+        status,
+        code,
+    }
+}
+
+fn hs256(claims: serde_json::Value, secret: &str) -> String {
+    sign_hs256(&claims, &SharedSecret::new(secret)).expect("sign")
+}
+
+const HOOK: &str = "/webhooks/page_created";
+const MAX_BODY: usize = 64 * 1024;
+
+fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
+    let now = now_unix();
+    let body = page_event("bad");
+    let hook = |token: &str| Raw::post_bytes(HOOK, body.clone()).token(token);
+    let claims = |iat: i64, exp: i64, qsh: Option<&str>| {
+        let mut claims = json!({ "iss": known.client_key, "iat": iat, "exp": exp, "context": {} });
+        if let Some(q) = qsh {
+            claims["qsh"] = json!(q);
+        }
+        claims
+    };
+    let hook_qsh = qsh("POST", HOOK, "");
+    let stranger = Tenant::new("stranger");
+    let newcomer = Tenant::new("newcomer");
+    let install = |body: serde_json::Value, token: &str| {
+        Raw::post("/lifecycle/installed", &body).token(token)
+    };
+    let install_target = "/lifecycle/installed";
+    let good_install_token = install_token(
+        &newcomer.client_key,
+        install_target,
+        APP_BASE_URL,
+        KID,
+        INSTALL_KEY_1,
+    );
+    let mut foreign_app = install_body(&newcomer, "installed");
+    foreign_app["key"] = json!("com.other.app");
+    let mut outside = install_body(&newcomer, "installed");
+    outside["baseUrl"] = json!("https://newcomer.evil.example.com/wiki");
+    let mut no_client_key = install_body(&newcomer, "installed");
+    if let Some(map) = no_client_key.as_object_mut() {
+        map.remove("clientKey");
+    }
+
+    vec![
+        // Webhook tokens.
+        case(
+            "no token",
+            Raw::post_bytes(HOOK, body.clone()),
+            401,
+            "missing_token",
+        ),
+        case("token is not a JWT", hook("not-a-jwt"), 400, "malformed"),
+        case(
+            "jwt query parameter is not a JWT",
+            Raw::post_bytes(&format!("{HOOK}?jwt=abc.def"), body.clone()),
+            400,
+            "malformed",
+        ),
+        case(
+            "alg none",
+            hook(&forge_token(
+                &json!({"alg": "none"}),
+                &claims(now, now + 60, Some(&hook_qsh)),
+                "",
+            )),
+            401,
+            "unsupported_alg",
+        ),
+        case(
+            "alg HS512",
+            hook(&forge_token(
+                &json!({"alg": "HS512"}),
+                &claims(now, now + 60, Some(&hook_qsh)),
+                "c2ln",
+            )),
+            401,
+            "unsupported_alg",
+        ),
+        case(
+            "RS256 on a webhook",
+            hook(&install_token(
+                &known.client_key,
+                HOOK,
+                APP_BASE_URL,
+                KID,
+                INSTALL_KEY_1,
+            )),
+            401,
+            "unsupported_alg",
+        ),
+        case(
+            "unknown tenant",
+            hook(&stranger.token(HOOK)),
+            401,
+            "unknown_issuer",
+        ),
+        case(
+            "uninstalled tenant",
+            hook(&gone.token(HOOK)),
+            401,
+            "tenant_uninstalled",
+        ),
+        case(
+            "wrong secret",
+            hook(&hs256(claims(now, now + 60, Some(&hook_qsh)), "guessed")),
+            401,
+            "bad_signature",
+        ),
+        case(
+            "expired",
+            hook(&hs256(
+                claims(now - 600, now - 300, Some(&hook_qsh)),
+                &known.secret,
+            )),
+            401,
+            "expired",
+        ),
+        case(
+            "issued in the future",
+            hook(&hs256(
+                claims(now + 600, now + 900, Some(&hook_qsh)),
+                &known.secret,
+            )),
+            401,
+            "issued_in_future",
+        ),
+        case(
+            "no qsh",
+            hook(&hs256(claims(now, now + 60, None), &known.secret)),
+            401,
+            "missing_qsh",
+        ),
+        case(
+            "qsh of another event",
+            hook(&known.token("/webhooks/page_updated")),
+            401,
+            "qsh_mismatch",
+        ),
+        case(
+            "qsh without the query sent",
+            Raw::post_bytes(&format!("{HOOK}?spaceKey=DEV"), body.clone())
+                .token(&known.token(HOOK)),
+            401,
+            "qsh_mismatch",
+        ),
+        case(
+            "context-qsh",
+            hook(&hs256(
+                claims(now, now + 60, Some("context-qsh")),
+                &known.secret,
+            )),
+            401,
+            "context_qsh_not_allowed",
+        ),
+        // Webhook routes and bodies.
+        case(
+            "unknown event",
+            Raw::post_bytes("/webhooks/page_exploded", body.clone())
+                .token(&known.token("/webhooks/page_exploded")),
+            404,
+            "unknown_event",
+        ),
+        case(
+            "oversize body",
+            hook(&known.token(HOOK)).clone_with_body(vec![b' '; MAX_BODY + 1]),
+            413,
+            "body_too_large",
+        ),
+        case(
+            "not JSON",
+            hook(&known.token(HOOK)).clone_with_body(b"page_created!".to_vec()),
+            400,
+            "malformed_body",
+        ),
+        case(
+            "JSON but not an object",
+            hook(&known.token(HOOK)).clone_with_body(b"[1,2,3]".to_vec()),
+            400,
+            "malformed_body",
+        ),
+        case(
+            "wrong content type",
+            hook(&known.token(HOOK)).header("content-type", "text/plain"),
+            415,
+            "unsupported_content_type",
+        ),
+        case(
+            "no such route",
+            Raw::post_bytes("/nowhere", body.clone()),
+            404,
+            "not_found",
+        ),
+        // Installs.
+        case(
+            "install for another app's aud",
+            install(
+                install_body(&newcomer, "installed"),
+                &install_token(
+                    &newcomer.client_key,
+                    install_target,
+                    "https://other-app.example.com",
+                    KID,
+                    INSTALL_KEY_1,
+                ),
+            ),
+            401,
+            "wrong_audience",
+        ),
+        case(
+            "unsigned install for a known tenant",
+            Raw::post(install_target, &install_body(&known.rotated(), "installed")),
+            401,
+            "missing_token",
+        ),
+        case(
+            "install with a baseUrl outside the allowlist",
+            install(outside, &good_install_token),
+            403,
+            "host_not_allowed",
+        ),
+        case(
+            "install signed by another key",
+            install(
+                install_body(&newcomer, "installed"),
+                &install_token(
+                    &newcomer.client_key,
+                    install_target,
+                    APP_BASE_URL,
+                    KID,
+                    INSTALL_KEY_2,
+                ),
+            ),
+            401,
+            "bad_signature",
+        ),
+        case(
+            "install with an unknown kid",
+            install(
+                install_body(&newcomer, "installed"),
+                &install_token(
+                    &newcomer.client_key,
+                    install_target,
+                    APP_BASE_URL,
+                    "no-such-kid",
+                    INSTALL_KEY_1,
+                ),
+            ),
+            401,
+            "unknown_kid",
+        ),
+        case(
+            "install with a path in the kid",
+            install(
+                install_body(&newcomer, "installed"),
+                &install_token(
+                    &newcomer.client_key,
+                    install_target,
+                    APP_BASE_URL,
+                    "../keys",
+                    INSTALL_KEY_1,
+                ),
+            ),
+            401,
+            "invalid_kid",
+        ),
+        case(
+            "install token for another clientKey",
+            install(
+                install_body(&newcomer, "installed"),
+                &install_token(
+                    &known.client_key,
+                    install_target,
+                    APP_BASE_URL,
+                    KID,
+                    INSTALL_KEY_1,
+                ),
+            ),
+            401,
+            "issuer_mismatch",
+        ),
+        case(
+            "install signed HS256 with the known secret",
+            install(
+                install_body(&known.rotated(), "installed"),
+                &known.token(install_target),
+            ),
+            401,
+            "unsupported_alg",
+        ),
+        case(
+            "install qsh for another route",
+            install(
+                install_body(&newcomer, "installed"),
+                &install_token(
+                    &newcomer.client_key,
+                    "/lifecycle/uninstalled",
+                    APP_BASE_URL,
+                    KID,
+                    INSTALL_KEY_1,
+                ),
+            ),
+            401,
+            "qsh_mismatch",
+        ),
+        case(
+            "install without clientKey",
+            install(no_client_key, &good_install_token),
+            400,
+            "malformed_body",
+        ),
+        case(
+            "install body says uninstalled",
+            install(install_body(&newcomer, "uninstalled"), &good_install_token),
+            400,
+            "event_type_mismatch",
+        ),
+        case(
+            "install for another app's key",
+            install(foreign_app, &good_install_token),
+            400,
+            "app_key_mismatch",
+        ),
+        // Other lifecycle callbacks.
+        case(
+            "enabled without a token",
+            Raw::post("/lifecycle/enabled", &install_body(known, "enabled")),
+            401,
+            "missing_token",
+        ),
+        case(
+            "disabled with a wrong secret",
+            Raw::post("/lifecycle/disabled", &install_body(known, "disabled"))
+                .token(&known.rotated().token("/lifecycle/disabled")),
+            401,
+            "bad_signature",
+        ),
+        case(
+            "enabled for another tenant's body",
+            Raw::post("/lifecycle/enabled", &install_body(gone, "enabled"))
+                .token(&known.token("/lifecycle/enabled")),
+            401,
+            "issuer_mismatch",
+        ),
+        case(
+            "uninstall signed HS256",
+            Raw::post(
+                "/lifecycle/uninstalled",
+                &install_body(known, "uninstalled"),
+            )
+            .token(&known.token("/lifecycle/uninstalled")),
+            401,
+            "unsupported_alg",
+        ),
+    ]
+}
+
+trait WithBody {
+    fn clone_with_body(self, body: Vec<u8>) -> Raw;
+}
+
+impl WithBody for Raw {
+    fn clone_with_body(mut self, body: Vec<u8>) -> Raw {
+        self.body = body;
+        self
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_bad_request_gets_its_status_and_code_and_nothing_is_published() {
+    let world = World::start().await;
+    let max_body = MAX_BODY.to_string();
+    let ingest = world
+        .ingest(&[("TRIBUTARY_INGEST_MAX_BODY_BYTES", &max_body)])
+        .await;
+    let known = Tenant::new("known");
+    let gone = Tenant::new("gone");
+    for tenant in [&known, &gone] {
+        assert_eq!(ingest.install(tenant).await.status(), 204);
+    }
+    assert_eq!(ingest.uninstall(&gone).await.status(), 204);
+
+    let cases = cases(&known, &gone);
+    assert!(cases.len() >= 25);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let response = ingest.send(&case.request).await;
+        let status = response.status().as_u16();
+        let code = error_code(response).await;
+        if (status, code.as_str()) != (case.status, case.code) {
+            failures.push(format!(
+                "{}: expected {} {}, got {status} {code}",
+                case.name, case.status, case.code
+            ));
+        }
+    }
+
+    // A chunked body has no length to refuse up front; it is cut off while being read.
+    let (status, answer) = post_chunked(
+        ingest.addr,
+        HOOK,
+        &known.token(HOOK),
+        &vec![b' '; 2 * MAX_BODY],
+    )
+    .await;
+    if status != 413 || !answer.contains("body_too_large") {
+        failures.push(format!("chunked oversize: got {status} {answer}"));
+    }
+
+    // The key server failing is the service's problem, not the caller's: 503, retry later.
+    world.keys.add_key("install-key-fresh", INSTALL_PUB_1);
+    world.keys.set_failing(true);
+    let newcomer = Tenant::new("newcomer");
+    let unavailable = ingest
+        .send(
+            &Raw::post(
+                "/lifecycle/installed",
+                &install_body(&newcomer, "installed"),
+            )
+            .token(&install_token(
+                &newcomer.client_key,
+                "/lifecycle/installed",
+                APP_BASE_URL,
+                "install-key-fresh",
+                INSTALL_KEY_1,
+            )),
+        )
+        .await;
+    let retry_after = unavailable
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status = unavailable.status().as_u16();
+    let code = error_code(unavailable).await;
+    if (status, code.as_str(), retry_after.as_deref())
+        != (503, "key_unavailable", Some(RETRY_AFTER_SECONDS))
+    {
+        failures.push(format!(
+            "key server down: got {status} {code} {retry_after:?}"
+        ));
+    }
+    world.keys.set_failing(false);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Nothing refused was published: no webhook at all, and only the set-up callbacks.
+    assert!(world.records(EVENTS_TOPIC).await.is_empty());
+    assert_eq!(world.records(LIFECYCLE_TOPIC).await.len(), 3);
+    // The refused installs changed nothing: the known tenant's secret still works.
+    let still = ingest
+        .webhook(&known, "page_created", &page_event("still"))
+        .await;
+    assert_eq!(still.status(), 204);
+
+    let metrics = ingest.metrics().await;
+    for reason in [
+        "bad_signature",
+        "wrong_audience",
+        "body_too_large",
+        "key_unavailable",
+    ] {
+        let line = format!("tributary_ingest_rejected_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "metrics lack {line}");
+    }
+    ingest.stop().await.expect("clean stop");
+}
+
+/// Sends `body` with `Transfer-Encoding: chunked` over a plain socket (no declared length)
+/// and returns the status and whatever of the answer arrived.
+async fn post_chunked(
+    addr: std::net::SocketAddr,
+    target: &str,
+    token: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Authorization: JWT {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let mut wire = head.into_bytes();
+    for chunk in body.chunks(8 * 1024) {
+        wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        wire.extend_from_slice(chunk);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before taking everything; a failed write is expected.
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&wire).await;
+        let _ = writer.shutdown().await;
+    });
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buffer[..n]);
+                    if answer.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    writing.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if read.is_err() {
+        return (0, format!("no complete answer: {text}"));
+    }
+    (status, text)
+}

@@ -1,0 +1,247 @@
+//! The Confluence REST client handlers use to call a tenant back.
+//!
+//! [`ConfluenceClients`] is built once per process and shared; [`ConfluenceClients::for_tenant`]
+//! gives a cheap [`ConfluenceClient`] for one tenant, acting as the app (a Connect JWT per
+//! request) or, after [`ConfluenceClient::as_user`], as one of the tenant's users (an OAuth
+//! 2.0 bearer token from the JWT bearer grant).
+//!
+//! Every request stays on the tenant's own base URL host, which must be on the tenant host
+//! allowlist; redirects are never followed. 429 and 503 answers, and for idempotent
+//! requests server errors, timeouts and connection failures, are retried with backoff.
+//! Each tenant has a cap on requests in flight and is paced when near its rate limit.
+
+mod api;
+mod error;
+mod limiter;
+pub mod metrics;
+mod request;
+mod retry;
+mod send;
+mod user_token;
+
+pub use api::{
+    BodyValue, Comment, Content, ContentProperty, NewPage, Page, PageBody, PageUpdate, Version,
+};
+pub use error::ConfluenceError;
+pub use request::{ApiRequest, ApiResponse, segment};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary_common::Config;
+use tributary_common::connect::SharedSecret;
+use tributary_common::hosts::HostAllowlist;
+use tributary_common::store::Tenant;
+
+use limiter::{Limiters, TenantLimiter};
+use retry::RetryPolicy;
+use user_token::{TokenKey, UserTokens, normalize_scopes};
+
+/// How long a signed app request token is valid (Atlassian's framework uses 3 minutes).
+const APP_TOKEN_TTL_SECONDS: i64 = 180;
+
+/// Shared by every handler: one HTTP client, the retry/pacing policy, per-tenant limiters,
+/// the user-token cache.
+#[derive(Clone)]
+pub struct ConfluenceClients {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    http: reqwest::Client,
+    app_key: String,
+    allowlist: HostAllowlist,
+    retry: RetryPolicy,
+    limiters: Limiters,
+    user_tokens: UserTokens,
+}
+
+impl ConfluenceClients {
+    pub fn from_config(config: &Config) -> Result<Self, ConfluenceError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.confluence_connect_timeout_ms))
+            .timeout(Duration::from_millis(config.confluence_request_timeout_ms))
+            // A redirect would need a new signature, and may point anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfluenceError::Config(format!("HTTP client: {e}")))?;
+        let retry = RetryPolicy {
+            max_attempts: u32::try_from(config.confluence_max_attempts).unwrap_or(u32::MAX),
+            initial_delay: Duration::from_millis(config.confluence_retry_initial_ms),
+            max_delay: Duration::from_millis(config.confluence_retry_max_ms),
+        };
+        let max_in_flight = usize::try_from(config.confluence_max_concurrency_per_tenant)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        metrics::describe();
+        Ok(ConfluenceClients {
+            shared: Arc::new(Shared {
+                user_tokens: UserTokens::new(http.clone(), &config.oauth_authorization_server_url),
+                http,
+                app_key: config.app_key.clone(),
+                allowlist: config.tenant_allowlist().clone(),
+                retry,
+                limiters: Limiters::new(max_in_flight),
+            }),
+        })
+    }
+
+    /// A client for one tenant; fails if the tenant's base URL host is not allowed.
+    pub fn for_tenant(
+        &self,
+        tenant: &Tenant,
+        secret: SharedSecret,
+    ) -> Result<ConfluenceClient, ConfluenceError> {
+        let site = TenantSite::new(tenant, &self.shared.allowlist)?;
+        Ok(ConfluenceClient {
+            limiter: self.shared.limiters.for_tenant(&tenant.client_key),
+            shared: self.shared.clone(),
+            site: Arc::new(site),
+            secret,
+            identity: Identity::App,
+        })
+    }
+}
+
+/// Where one tenant lives, checked once when its client is made.
+#[derive(Debug)]
+struct TenantSite {
+    client_key: String,
+    /// The base URL as installed (the `tnt` of user grants).
+    base_url: String,
+    /// `scheme://host[:port]`.
+    origin: String,
+    host: String,
+    /// The base URL's path without a trailing `/` (`/wiki`), stripped before hashing.
+    base_path: String,
+    oauth_client_id: Option<String>,
+}
+
+impl TenantSite {
+    fn new(tenant: &Tenant, allowlist: &HostAllowlist) -> Result<TenantSite, ConfluenceError> {
+        let refused = |why: String| ConfluenceError::HostNotAllowed(why);
+        let url = url::Url::parse(&tenant.base_url)
+            .map_err(|e| refused(format!("`{}` is not a URL: {e}", tenant.base_url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refused(format!("`{}` is not http(s)", tenant.base_url)));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refused(format!(
+                "`{}` carries credentials",
+                url.host_str().unwrap_or("")
+            )));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| refused(format!("`{}` has no host", tenant.base_url)))?
+            .to_string();
+        if !allowlist.allows(&host) {
+            return Err(refused(format!(
+                "host `{host}` is not on the tenant host allowlist"
+            )));
+        }
+        Ok(TenantSite {
+            client_key: tenant.client_key.clone(),
+            base_url: tenant.base_url.trim_end_matches('/').to_string(),
+            origin: url.origin().ascii_serialization(),
+            host,
+            base_path: url.path().trim_end_matches('/').to_string(),
+            oauth_client_id: tenant.oauth_client_id.clone(),
+        })
+    }
+
+    /// The absolute URL of `request`, and its path and query as sent (what the qsh covers).
+    fn locate(&self, request: &ApiRequest) -> Result<(url::Url, String), ConfluenceError> {
+        let relative = request.relative_target()?;
+        let url = url::Url::parse(&format!("{}{}{relative}", self.origin, self.base_path))
+            .map_err(|e| ConfluenceError::InvalidRequest(format!("bad URL: {e}")))?;
+        if url.host_str() != Some(self.host.as_str()) {
+            return Err(ConfluenceError::InvalidRequest(
+                "the request would leave the tenant's host".into(),
+            ));
+        }
+        let mut target = url.path().to_string();
+        if let Some(query) = url.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        Ok((url, target))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Identity {
+    App,
+    User(TokenKey),
+}
+
+/// Calls one tenant's Confluence, as the app by default or as a user after
+/// [`ConfluenceClient::as_user`]. Cloning is cheap.
+#[derive(Clone)]
+pub struct ConfluenceClient {
+    shared: Arc<Shared>,
+    site: Arc<TenantSite>,
+    secret: SharedSecret,
+    limiter: Arc<TenantLimiter>,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for ConfluenceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfluenceClient")
+            .field("client_key", &self.site.client_key)
+            .field("base_url", &self.site.base_url)
+            .field("acting_user", &self.acting_user())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfluenceClient {
+    /// The same tenant, acting as the user with this Atlassian account id, with every scope
+    /// the app has. Needs the app's `ACT_AS_USER` scope and the tenant's oauthClientId.
+    pub fn as_user(&self, account_id: impl Into<String>) -> ConfluenceClient {
+        self.as_user_with_scopes(account_id, &[])
+    }
+
+    /// Like [`ConfluenceClient::as_user`], asking for only these scopes (`READ`, `WRITE`...).
+    pub fn as_user_with_scopes(
+        &self,
+        account_id: impl Into<String>,
+        scopes: &[&str],
+    ) -> ConfluenceClient {
+        let key = TokenKey {
+            client_key: Arc::from(self.site.client_key.as_str()),
+            account_id: Arc::from(account_id.into()),
+            scopes: Arc::from(normalize_scopes(scopes)),
+        };
+        ConfluenceClient {
+            identity: Identity::User(key),
+            ..self.clone()
+        }
+    }
+
+    /// The same tenant, acting as the app.
+    pub fn as_app(&self) -> ConfluenceClient {
+        ConfluenceClient {
+            identity: Identity::App,
+            ..self.clone()
+        }
+    }
+
+    pub fn client_key(&self) -> &str {
+        &self.site.client_key
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.site.base_url
+    }
+
+    /// The account id this client acts as, or `None` when it acts as the app.
+    pub fn acting_user(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::App => None,
+            Identity::User(key) => Some(&key.account_id),
+        }
+    }
+}

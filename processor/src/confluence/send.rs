@@ -1,0 +1,336 @@
+//! Sending a request: sign it, wait for the tenant's turn, send, learn from the answer, and
+//! retry what the policy allows.
+
+use std::error::Error as _;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tributary_common::connect::token::now_unix;
+use tributary_common::connect::{OutboundToken, RequestTarget};
+
+use super::error::{ConfluenceError, excerpt};
+use super::limiter::RateLimitSignal;
+use super::metrics::{self, RetryReason};
+use super::request::{ApiRequest, ApiResponse};
+use super::retry::{self, Retryable as Retry};
+use super::user_token::GrantSubject;
+use super::{APP_TOKEN_TTL_SECONDS, ConfluenceClient, Identity};
+
+/// Why one attempt did not produce a successful answer.
+#[derive(Debug)]
+enum Failure {
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: String,
+    },
+    Redirect(u16),
+    Timeout,
+    Connect(String),
+    Transport(String),
+    /// Not worth another attempt (signing, token grant).
+    Fatal(ConfluenceError),
+}
+
+impl Failure {
+    fn retry_reason(&self, idempotent: bool) -> Option<RetryReason> {
+        let retryable = match self {
+            Failure::Status { status, .. } => Retry::for_status(*status),
+            Failure::Timeout => Retry::IfIdempotent(RetryReason::Timeout),
+            Failure::Connect(_) => Retry::IfIdempotent(RetryReason::Connect),
+            Failure::Redirect(_) | Failure::Transport(_) | Failure::Fatal(_) => Retry::Never,
+        };
+        retryable.reason(idempotent)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn into_error(self, request: &ApiRequest, attempts: u32) -> ConfluenceError {
+        let method = request.method().to_string();
+        let path = request.path().to_string();
+        match self {
+            Failure::Status {
+                status,
+                retry_after,
+                body,
+            } => ConfluenceError::Status {
+                method,
+                path,
+                status,
+                attempts,
+                retry_after,
+                body,
+            },
+            Failure::Redirect(status) => ConfluenceError::Redirected {
+                method,
+                path,
+                status,
+            },
+            Failure::Timeout => ConfluenceError::Timeout {
+                method,
+                path,
+                attempts,
+            },
+            Failure::Connect(message) => ConfluenceError::Connect {
+                method,
+                path,
+                attempts,
+                message,
+            },
+            Failure::Transport(message) => ConfluenceError::Transport {
+                method,
+                path,
+                message,
+            },
+            Failure::Fatal(error) => error,
+        }
+    }
+}
+
+/// A transport error with its causes, which carry the useful part ("connection refused").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn classify(error: reqwest::Error) -> Failure {
+    let error = error.without_url();
+    if error.is_timeout() {
+        Failure::Timeout
+    } else if error.is_connect() {
+        Failure::Connect(describe(&error))
+    } else {
+        Failure::Transport(describe(&error))
+    }
+}
+
+impl ConfluenceClient {
+    /// Sends `request` with retries and returns a 2xx answer; any other final answer is an
+    /// error carrying its status and the start of its body. The raw escape hatch: the typed
+    /// and JSON helpers all go through here.
+    pub async fn send(&self, request: ApiRequest) -> Result<ApiResponse, ConfluenceError> {
+        let (url, target) = self.site.locate(&request)?;
+        let policy = self.shared.retry;
+        let attempts = AtomicU32::new(0);
+        let idempotent = request.idempotent;
+        let outcome = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(&request, &url, &target).await
+        })
+        .retry(policy.backoff())
+        .sleep(tokio::time::sleep)
+        .when(|failure: &Failure| failure.retry_reason(idempotent).is_some())
+        .adjust(|failure: &Failure, backoff| policy.adjust(failure.retry_after(), backoff))
+        .notify(|failure: &Failure, wait: Duration| {
+            if let Some(reason) = failure.retry_reason(idempotent) {
+                metrics::record_retry(reason);
+                if reason == RetryReason::RateLimited {
+                    metrics::record_rate_limit_wait(wait);
+                }
+                tracing::debug!(
+                    method = %request.method(),
+                    path = request.path(),
+                    reason = reason.as_str(),
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying Confluence request"
+                );
+            }
+        })
+        .await;
+        outcome.map_err(|failure| failure.into_error(&request, attempts.load(Ordering::Relaxed)))
+    }
+
+    /// Sends `request` and reads the answer as JSON.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        request: ApiRequest,
+    ) -> Result<T, ConfluenceError> {
+        let method = request.method().to_string();
+        let path = request.path().to_string();
+        let answer = self.send(request).await?;
+        answer.json().map_err(|e| ConfluenceError::Decode {
+            method,
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ConfluenceError> {
+        self.json(ApiRequest::get(path).query_pairs(query.iter().copied()))
+            .await
+    }
+
+    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &B,
+    ) -> Result<T, ConfluenceError> {
+        self.json(
+            ApiRequest::post(path)
+                .query_pairs(query.iter().copied())
+                .json(body)?,
+        )
+        .await
+    }
+
+    pub async fn put_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &B,
+    ) -> Result<T, ConfluenceError> {
+        self.json(
+            ApiRequest::put(path)
+                .query_pairs(query.iter().copied())
+                .json(body)?,
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, query: &[(&str, &str)]) -> Result<(), ConfluenceError> {
+        self.send(ApiRequest::delete(path).query_pairs(query.iter().copied()))
+            .await
+            .map(drop)
+    }
+
+    async fn attempt(
+        &self,
+        request: &ApiRequest,
+        url: &url::Url,
+        target: &str,
+    ) -> Result<ApiResponse, Failure> {
+        // A user token may need a trip to the authorization server; that happens before
+        // taking one of the tenant's slots.
+        let bearer = match &self.identity {
+            Identity::App => None,
+            Identity::User(key) => Some(self.user_token(key).await.map_err(Failure::Fatal)?),
+        };
+        let _slot = self.limiter.admit().await.map_err(|_| {
+            Failure::Fatal(ConfluenceError::Config(
+                "tenant request limiter is closed".into(),
+            ))
+        })?;
+        let mut authorization = match bearer {
+            Some(token) => HeaderValue::from_str(&format!("Bearer {token}")),
+            // Signed after waiting for the slot, so waiting does not eat into its lifetime.
+            None => HeaderValue::from_str(&format!("JWT {}", self.app_token(request, target)?)),
+        }
+        .map_err(|_| {
+            Failure::Fatal(ConfluenceError::Signing(
+                "token is not a header value".into(),
+            ))
+        })?;
+        authorization.set_sensitive(true);
+
+        let mut headers = request.headers.clone();
+        headers.remove(AUTHORIZATION);
+        headers.insert(AUTHORIZATION, authorization);
+        if !headers.contains_key(ACCEPT) {
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        }
+        let mut outgoing = self
+            .shared
+            .http
+            .request(request.method().clone(), url.clone());
+        if let Some((content_type, body)) = &request.body {
+            headers.insert(CONTENT_TYPE, content_type.clone());
+            outgoing = outgoing.body(body.clone());
+        }
+        let started = Instant::now();
+        let answer = match outgoing.headers(headers).send().await {
+            Ok(answer) => answer,
+            Err(error) => {
+                metrics::record_attempt(request.method(), None, started.elapsed());
+                return Err(classify(error));
+            }
+        };
+        let status = answer.status().as_u16();
+        let headers = answer.headers().clone();
+        let body = answer.bytes().await;
+        metrics::record_attempt(request.method(), Some(status), started.elapsed());
+        let retry_after = retry::retry_after(&headers);
+        self.limiter
+            .observe(status, RateLimitSignal::from_headers(&headers), retry_after);
+        let body = body.map_err(classify)?;
+        match status {
+            200..=299 => Ok(ApiResponse {
+                status,
+                headers,
+                body,
+            }),
+            300..=399 => Err(Failure::Redirect(status)),
+            _ => {
+                if status == 401
+                    && let Identity::User(key) = &self.identity
+                {
+                    self.shared.user_tokens.forget(key).await;
+                }
+                Err(Failure::Status {
+                    status,
+                    retry_after,
+                    body: excerpt(&body),
+                })
+            }
+        }
+    }
+
+    fn app_token(&self, request: &ApiRequest, target: &str) -> Result<String, Failure> {
+        OutboundToken {
+            app_key: &self.shared.app_key,
+            client_key: Some(&self.site.client_key),
+            subject: None,
+            request: RequestTarget {
+                method: request.method().as_str(),
+                target,
+                base_path: &self.site.base_path,
+            },
+            issued_at: now_unix(),
+            ttl_seconds: APP_TOKEN_TTL_SECONDS,
+        }
+        .sign(&self.secret)
+        .map_err(|e| Failure::Fatal(ConfluenceError::Signing(e.to_string())))
+    }
+
+    async fn user_token(&self, key: &super::TokenKey) -> Result<String, ConfluenceError> {
+        let oauth_client_id = self
+            .site
+            .oauth_client_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .ok_or(ConfluenceError::NoOAuthClientId)?;
+        let token = self
+            .shared
+            .user_tokens
+            .get(
+                key,
+                GrantSubject {
+                    oauth_client_id,
+                    base_url: &self.site.base_url,
+                    secret: &self.secret,
+                },
+            )
+            .await?;
+        Ok(token.bearer().to_string())
+    }
+}

@@ -1,0 +1,104 @@
+//! What a handler gets besides the event: the tenant, its state and a Confluence client.
+
+use std::sync::Arc;
+
+use tributary_common::connect::SharedSecret;
+use tributary_common::store::Tenant;
+
+use crate::confluence::{ConfluenceClient, ConfluenceClients};
+use crate::event::Event;
+use crate::handler::HandlerError;
+use crate::state::TenantState;
+
+/// A handler's view of one attempt at one event. Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    event: Arc<Event>,
+    handler: String,
+    attempt: u32,
+    tenant: Option<Tenant>,
+    /// Only ever handed to the Confluence client, never to the handler.
+    secret: Option<SharedSecret>,
+    state: TenantState,
+    confluence: ConfluenceClients,
+}
+
+pub(crate) struct ContextParts {
+    pub event: Arc<Event>,
+    pub handler: String,
+    pub attempt: u32,
+    pub tenant: Option<(Tenant, SharedSecret)>,
+    pub state: TenantState,
+    pub confluence: ConfluenceClients,
+}
+
+impl Context {
+    pub(crate) fn new(parts: ContextParts) -> Context {
+        let (tenant, secret) = match parts.tenant {
+            Some((tenant, secret)) => (Some(tenant), Some(secret)),
+            None => (None, None),
+        };
+        Context {
+            inner: Arc::new(Inner {
+                event: parts.event,
+                handler: parts.handler,
+                attempt: parts.attempt,
+                tenant,
+                secret,
+                state: parts.state,
+                confluence: parts.confluence,
+            }),
+        }
+    }
+
+    pub fn event(&self) -> &Event {
+        &self.inner.event
+    }
+
+    /// The event's tenant, without its secret; `None` for a tenant the store does not know.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.inner.tenant.as_ref()
+    }
+
+    /// The name of the handler running.
+    pub fn handler_name(&self) -> &str {
+        &self.inner.handler
+    }
+
+    /// 1 on the first attempt, 2 on the first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// The tenant's key-value state. Writes commit together with the record that this
+    /// handler handled this event, so they happen once however often the event arrives.
+    pub fn state(&self) -> &TenantState {
+        &self.inner.state
+    }
+
+    /// A Confluence REST client for the event's tenant, acting as the app.
+    pub fn confluence(&self) -> Result<ConfluenceClient, HandlerError> {
+        let (Some(tenant), Some(secret)) = (&self.inner.tenant, &self.inner.secret) else {
+            return Err(HandlerError::permanent(format!(
+                "tenant {} is not installed",
+                self.inner.event.client_key()
+            )));
+        };
+        Ok(self.inner.confluence.for_tenant(tenant, secret.clone())?)
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("event", &self.inner.event.id())
+            .field("handler", &self.inner.handler)
+            .field("attempt", &self.inner.attempt)
+            .field("tenant", &self.inner.tenant.as_ref().map(|t| &t.client_key))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,179 @@
+//! One consumed event as handlers see it: metadata, raw body and typed entities.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tributary_common::connect::LifecycleEventType;
+use tributary_common::envelope::{Envelope, EventKind};
+
+use crate::handler::HandlerError;
+use crate::payload::{Attachment, Comment, Content, Label, Space, User};
+
+/// Where in Kafka an event was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    envelope: Envelope,
+    json: Value,
+    origin: Origin,
+}
+
+impl Event {
+    /// The event of a decoded envelope; fails when its body is not JSON.
+    pub fn new(envelope: Envelope, origin: Origin) -> Result<Event, serde_json::Error> {
+        let json = serde_json::from_slice(&envelope.data)?;
+        Ok(Event {
+            envelope,
+            json,
+            origin,
+        })
+    }
+
+    /// The unique event id (`ce_id`); handled-event records are keyed by it.
+    pub fn id(&self) -> &str {
+        &self.envelope.id
+    }
+
+    /// The name handlers subscribe to: `page_created`, `installed`, ...
+    pub fn name(&self) -> &str {
+        self.envelope.kind.name()
+    }
+
+    pub fn kind(&self) -> &EventKind {
+        &self.envelope.kind
+    }
+
+    /// The lifecycle callback this event is, if it is one.
+    pub fn lifecycle(&self) -> Option<LifecycleEventType> {
+        match self.envelope.kind {
+            EventKind::Lifecycle(t) => Some(t),
+            EventKind::Webhook(_) => None,
+        }
+    }
+
+    pub fn client_key(&self) -> &str {
+        &self.envelope.client_key
+    }
+
+    /// The tenant's base URL as the event carried it (`ce_source`).
+    pub fn base_url(&self) -> &str {
+        &self.envelope.source
+    }
+
+    pub fn time(&self) -> DateTime<Utc> {
+        self.envelope.time
+    }
+
+    /// The content id or space key the event is about, where there is one.
+    pub fn subject(&self) -> Option<&str> {
+        self.envelope.subject.as_deref()
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The body exactly as Confluence sent it (lifecycle bodies without their secret).
+    pub fn raw(&self) -> &[u8] {
+        &self.envelope.data
+    }
+
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The body as a type of the handler's own; a mismatch is a permanent failure.
+    pub fn body<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        T::deserialize(&self.json).map_err(HandlerError::permanent)
+    }
+
+    /// The acting user (`userAccountId`).
+    pub fn user_account_id(&self) -> Option<&str> {
+        self.json.get("userAccountId").and_then(Value::as_str)
+    }
+
+    /// When Confluence says it happened, epoch milliseconds.
+    pub fn timestamp_millis(&self) -> Option<i64> {
+        self.json.get("timestamp").and_then(Value::as_i64)
+    }
+
+    pub fn page(&self) -> Option<Content> {
+        self.entity("page")
+    }
+
+    pub fn blog(&self) -> Option<Content> {
+        self.entity("blog")
+    }
+
+    pub fn content(&self) -> Option<Content> {
+        self.entity("content")
+    }
+
+    pub fn comment(&self) -> Option<Comment> {
+        self.entity("comment")
+    }
+
+    pub fn attachment(&self) -> Option<Attachment> {
+        self.entity("attachment")
+    }
+
+    pub fn space(&self) -> Option<Space> {
+        self.entity("space")
+    }
+
+    pub fn label(&self) -> Option<Label> {
+        self.entity("label")
+    }
+
+    pub fn user(&self) -> Option<User> {
+        self.entity("user")
+    }
+
+    fn entity<T: DeserializeOwned>(&self, field: &str) -> Option<T> {
+        self.json.get(field).and_then(|v| T::deserialize(v).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_entities_and_raw_json() {
+        let body = br#"{"userAccountId":"u1","timestamp":1700000000000,
+            "page":{"id":12,"title":"Hello","spaceKey":"DEV"}}"#;
+        let envelope = Envelope::new(
+            EventKind::Webhook("page_created".into()),
+            "tenant-1",
+            "https://acme.atlassian.net/wiki",
+            bytes::Bytes::from_static(body),
+        );
+        let event = Event::new(
+            envelope,
+            Origin {
+                topic: "t".into(),
+                partition: 0,
+                offset: 3,
+            },
+        )
+        .expect("json body");
+        assert_eq!(event.name(), "page_created");
+        assert_eq!(event.user_account_id(), Some("u1"));
+        let page = event.page().expect("page");
+        assert_eq!(page.id.as_deref(), Some("12"));
+        assert_eq!(page.title.as_deref(), Some("Hello"));
+        assert!(event.blog().is_none());
+        assert_eq!(event.json()["page"]["spaceKey"], "DEV");
+        assert_eq!(event.lifecycle(), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! The processor's metric names. Dashboards and alerts rely on exactly these; labels stay
+//! low-cardinality (event names, handler names, topics, partitions, fixed reasons).
+
+pub const EVENTS_CONSUMED: &str = "tributary_processor_events_consumed_total";
+pub const EVENTS_HANDLED: &str = "tributary_processor_events_handled_total";
+pub const HANDLER_DURATION: &str = "tributary_processor_handler_duration_seconds";
+pub const HANDLER_RETRIES: &str = "tributary_processor_handler_retries_total";
+pub const DEAD_LETTERED: &str = "tributary_processor_dead_lettered_total";
+pub const IN_FLIGHT: &str = "tributary_processor_in_flight_events";
+pub const CONSUMER_LAG: &str = "tributary_processor_consumer_lag_messages";
+pub const END_TO_END: &str = "tributary_processor_end_to_end_seconds";
+
+/// How one handler's run of one event ended (`outcome` label of [`EVENTS_HANDLED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded and its record committed.
+    Success,
+    /// One attempt failed (each failed attempt counts, retried or not).
+    Failure,
+    /// The event went to the dead-letter topic.
+    DeadLettered,
+    /// The handler had handled this event before; it did not run again.
+    Duplicate,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+pub(crate) fn handled(event: &str, outcome: Outcome) {
+    metrics::counter!(EVENTS_HANDLED, "event" => event.to_string(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// Time from the event's arrival at the ingest (its `ce_time`) until every handler finished:
+/// what `tributary loadgen --processor-metrics` reports as end-to-end latency.
+pub(crate) fn end_to_end(arrived: chrono::DateTime<chrono::Utc>) {
+    let elapsed = (chrono::Utc::now() - arrived)
+        .num_microseconds()
+        .unwrap_or(0)
+        .max(0);
+    metrics::histogram!(END_TO_END).record(elapsed as f64 / 1_000_000.0);
+}
+
+/// Registers descriptions once, so `/metrics` explains each series.
+pub(crate) fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(EVENTS_CONSUMED, "Records received from Kafka, by topic.");
+    describe_counter!(
+        EVENTS_HANDLED,
+        "Handler runs by event type and outcome (success, failure, dead_lettered, duplicate)."
+    );
+    describe_histogram!(HANDLER_DURATION, "Time one handler attempt took.");
+    describe_counter!(HANDLER_RETRIES, "Retries of transiently failing handlers.");
+    describe_counter!(
+        DEAD_LETTERED,
+        "Events written to a dead-letter topic, by origin topic and reason."
+    );
+    describe_gauge!(IN_FLIGHT, "Events received and not yet finished.");
+    describe_histogram!(
+        END_TO_END,
+        "Seconds from the event's arrival at the ingest to its last handler finishing."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Messages between the partition's end and the group's committed offset."
+    );
+}

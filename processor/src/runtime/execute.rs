@@ -1,0 +1,260 @@
+//! One record from start to finish: decode, run each subscribed handler with retries, and
+//! dead-letter what cannot be handled.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::FutureExt;
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use sqlx::PgPool;
+use tributary_common::kafka::envelope_from_message;
+use tributary_common::shutdown::Shutdown;
+use tributary_common::store::{StoreError, TenantStore};
+
+use super::guard::FailureGuard;
+use crate::confluence::ConfluenceClients;
+use crate::context::{Context, ContextParts};
+use crate::dlq::{DeadLetterWriter, Letter, Reason};
+use crate::event::{Event, Origin};
+use crate::handler::{HandlerError, Subscription};
+use crate::metrics::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
+use crate::state::{self, TenantState};
+
+/// Label for records whose event type cannot be read.
+const UNKNOWN_EVENT: &str = "unknown";
+
+/// Everything the workers share.
+pub(crate) struct Shared {
+    pub pool: PgPool,
+    pub tenants: TenantStore,
+    pub confluence: ConfluenceClients,
+    pub subscriptions: Vec<Subscription>,
+    pub dead_letters: DeadLetterWriter,
+    pub guard: Mutex<FailureGuard>,
+    pub retry: RetryPolicy,
+    /// Cancelled when the consumer stops: no new retries, no waiting for the broker.
+    pub stopping: Shutdown,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+    }
+}
+
+/// How a record ended for the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobOutcome {
+    /// Handled, skipped as a duplicate, or dead-lettered: its offset may be committed.
+    Finished,
+    /// Given up because the consumer is stopping; it will be delivered again.
+    Abandoned,
+    /// The failure guard tripped; the record was not dead-lettered.
+    GuardTripped,
+}
+
+pub(crate) async fn process(shared: &Shared, message: &OwnedMessage) -> JobOutcome {
+    let origin = Origin {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    let decoded = envelope_from_message(message)
+        .map_err(|e| format!("not an event envelope: {e}"))
+        .and_then(|envelope| {
+            Event::new(envelope, origin).map_err(|e| format!("body is not JSON: {e}"))
+        });
+    let event = match decoded {
+        Ok(event) => Arc::new(event),
+        Err(error) => {
+            let letter = Letter {
+                reason: Reason::Undecodable,
+                handler: "-",
+                error: &error,
+                attempts: 0,
+            };
+            return dead_letter(shared, message, UNKNOWN_EVENT, &letter).await;
+        }
+    };
+    for subscription in shared
+        .subscriptions
+        .iter()
+        .filter(|s| s.filter.matches(event.kind()))
+    {
+        match run_handler(shared, subscription, &event).await {
+            Ok(outcome) => metrics::handled(event.name(), outcome),
+            // Retries stopped because the consumer is stopping: leave it for redelivery.
+            Err((error, _)) if error.is_transient() && shared.stopping.is_cancelled() => {
+                return JobOutcome::Abandoned;
+            }
+            Err((error, attempts)) => {
+                let reason = if error.is_transient() {
+                    Reason::Handler
+                } else {
+                    Reason::Permanent
+                };
+                tracing::warn!(
+                    event_id = event.id(), event = event.name(), handler = %subscription.name,
+                    attempts, %error, "handler failed: dead-lettering the event"
+                );
+                let error = error.to_string();
+                let letter = Letter {
+                    reason,
+                    handler: &subscription.name,
+                    error: &error,
+                    attempts,
+                };
+                return dead_letter(shared, message, event.name(), &letter).await;
+            }
+        }
+    }
+    metrics::end_to_end(event.time());
+    shared
+        .guard
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(false);
+    JobOutcome::Finished
+}
+
+/// Runs one handler on one event, retrying transient failures; the error and the number
+/// of attempts made when it gives up.
+async fn run_handler(
+    shared: &Shared,
+    subscription: &Subscription,
+    event: &Arc<Event>,
+) -> Result<Outcome, (HandlerError, u32)> {
+    let attempts = AtomicU32::new(0);
+    let attempt = || async {
+        let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = attempt_once(shared, subscription, event, n).await;
+        if result.is_err() {
+            metrics::handled(event.name(), Outcome::Failure);
+        }
+        result
+    };
+    attempt
+        .retry(shared.retry.backoff())
+        .sleep(tokio::time::sleep)
+        .when(|error: &HandlerError| error.is_transient() && !shared.stopping.is_cancelled())
+        .notify(|error: &HandlerError, delay: Duration| {
+            ::metrics::counter!(HANDLER_RETRIES, "handler" => subscription.name.clone())
+                .increment(1);
+            tracing::info!(
+                event_id = event.id(), handler = %subscription.name, %error,
+                retry_in_ms = delay.as_millis() as u64, "handler failed transiently"
+            );
+        })
+        .await
+        .map_err(|error| (error, attempts.load(Ordering::SeqCst)))
+}
+
+async fn attempt_once(
+    shared: &Shared,
+    subscription: &Subscription,
+    event: &Arc<Event>,
+    attempt: u32,
+) -> Result<Outcome, HandlerError> {
+    if state::is_handled(&shared.pool, &subscription.name, event.id())
+        .await
+        .map_err(HandlerError::transient)?
+    {
+        return Ok(Outcome::Duplicate);
+    }
+    let tenant = shared
+        .tenants
+        .get_with_secret(event.client_key())
+        .await
+        .map_err(store_error)?;
+    let state = TenantState::new(shared.pool.clone(), event.client_key());
+    let ctx = Context::new(ContextParts {
+        event: event.clone(),
+        handler: subscription.name.clone(),
+        attempt,
+        tenant,
+        state: state.clone(),
+        confluence: shared.confluence.clone(),
+    });
+    let started = Instant::now();
+    let handler = subscription.handler.clone();
+    // A panicking handler is a failed handler, not a stuck partition.
+    let result = AssertUnwindSafe(async move { handler.handle(ctx).await })
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(HandlerError::permanent("handler panicked")));
+    ::metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
+        .record(started.elapsed().as_secs_f64());
+    result?;
+    let recorded = state::commit_handled(&shared.pool, &subscription.name, event, &state)
+        .await
+        .map_err(HandlerError::transient)?;
+    Ok(if recorded {
+        Outcome::Success
+    } else {
+        Outcome::Duplicate
+    })
+}
+
+fn store_error(error: StoreError) -> HandlerError {
+    match error {
+        StoreError::Database(_) => HandlerError::transient(error),
+        _ => HandlerError::permanent(error),
+    }
+}
+
+/// Writes `message` to the dead-letter topic, trying until the broker takes it or the
+/// consumer stops (the shutdown deadline cuts a last attempt short); refuses when the
+/// failure guard trips.
+async fn dead_letter(
+    shared: &Shared,
+    message: &OwnedMessage,
+    event_name: &str,
+    letter: &Letter<'_>,
+) -> JobOutcome {
+    let tripped = shared
+        .guard
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(true);
+    if tripped {
+        return JobOutcome::GuardTripped;
+    }
+    let write = || shared.dead_letters.write(message, letter);
+    let written = write
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .without_max_times()
+                .with_jitter(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|_| !shared.stopping.is_cancelled())
+        .notify(|error, delay| {
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "dead-letter write failed");
+        });
+    match written.await {
+        Ok(()) => {
+            ::metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_string(), "reason" => letter.reason.as_str())
+                .increment(1);
+            metrics::handled(event_name, Outcome::DeadLettered);
+            JobOutcome::Finished
+        }
+        Err(_) => JobOutcome::Abandoned,
+    }
+}

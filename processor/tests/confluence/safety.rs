@@ -1,0 +1,105 @@
+//! Calls go only where they belong: the tenant's own allowed host, no redirects elsewhere.
+
+use serde_json::Value;
+use tributary_common::connect::SharedSecret;
+use tributary_processor::confluence::{ApiRequest, ConfluenceClients, ConfluenceError};
+
+use crate::fake::{FakeConfluence, SECRET, Scripted};
+use crate::{Harness, config, tenant};
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_refused_before_anything_is_sent_there() {
+    let harness = Harness::start(&[]).await;
+    let elsewhere = FakeConfluence::start(Default::default()).await;
+    let location = format!(
+        "http://localhost:{}/wiki/rest/api/content/1",
+        elsewhere.addr.port()
+    );
+    harness
+        .confluence
+        .enqueue(Scripted::status(302).header("Location", &location));
+    let error = harness
+        .client
+        .get_json::<Value>("/rest/api/content/1", &[])
+        .await
+        .expect_err("the redirect is not followed");
+    assert!(
+        matches!(error, ConfluenceError::Redirected { status: 302, .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_transient());
+    assert_eq!(harness.confluence.hits(), 1);
+    assert_eq!(elsewhere.hits(), 0, "nothing reached the other host");
+}
+
+#[tokio::test]
+async fn a_tenant_base_url_outside_the_allowlist_is_refused_before_anything_is_sent() {
+    let harness = Harness::start(&[]).await;
+    let strict = ConfluenceClients::from_config(&config(
+        &harness.auth.url(),
+        &[("TRIBUTARY_TENANT_HOST_ALLOWLIST", "*.atlassian.net")],
+    ))
+    .expect("clients");
+    for base_url in [
+        harness.confluence.base_url(),
+        "https://acme.atlassian.net.evil.example/wiki".to_string(),
+        "https://atlassian.net/wiki".to_string(),
+        "ftp://acme.atlassian.net/wiki".to_string(),
+        "https://user:pass@acme.atlassian.net/wiki".to_string(),
+        "not a url".to_string(),
+    ] {
+        let refused = strict.for_tenant(&tenant(&base_url), SharedSecret::new(SECRET));
+        assert!(
+            matches!(refused, Err(ConfluenceError::HostNotAllowed(_))),
+            "{base_url} should be refused"
+        );
+    }
+    assert!(
+        strict
+            .for_tenant(
+                &tenant("https://acme.atlassian.net/wiki"),
+                SharedSecret::new(SECRET)
+            )
+            .is_ok()
+    );
+    assert_eq!(harness.confluence.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_path_cannot_point_the_request_at_another_host() {
+    let harness = Harness::start(&[]).await;
+    let elsewhere = FakeConfluence::start(Default::default()).await;
+    for path in [
+        format!("//127.0.0.1:{}/wiki/rest/api/space", elsewhere.addr.port()),
+        format!(
+            "http://127.0.0.1:{}/wiki/rest/api/space",
+            elsewhere.addr.port()
+        ),
+        "/rest/../../../other".to_string(),
+        format!("@127.0.0.1:{}/x", elsewhere.addr.port()),
+    ] {
+        let error = harness
+            .client
+            .send(ApiRequest::get(path.clone()))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(error, ConfluenceError::InvalidRequest(_)),
+            "{path}: {error:?}"
+        );
+    }
+    assert_eq!(harness.confluence.hits(), 0);
+    assert_eq!(elsewhere.hits(), 0);
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_debug_output() {
+    let harness = Harness::start(&[]).await;
+    let printed = format!(
+        "{:?} {:?}",
+        harness.client,
+        harness.client.as_user("557058:x")
+    );
+    assert!(!printed.contains(SECRET));
+    assert!(printed.contains("client-key-acme"));
+}

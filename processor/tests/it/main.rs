@@ -1,0 +1,9 @@
+//! The processor against the mock Kafka cluster and a real Postgres database.
+
+mod dead_letters;
+mod groups;
+mod lifecycle;
+mod ordering;
+mod redelivery;
+mod retries;
+mod support;
