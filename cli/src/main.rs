@@ -1,6 +1,7 @@
 //! `tributary`: operator and developer commands.
 
 mod baseline;
+mod dev;
 mod dlq;
 mod loadgen;
 mod probe;
@@ -24,6 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the ingest and a processor in one process on an embedded broker and a SQLite
+    /// file, for development; --demo adds a simulated Confluence.
+    Dev(dev::DevArgs),
     /// Apply the database migrations to TRIBUTARY_DATABASE_URL (safe to run again).
     Migrate,
     /// Inspect and maintain tenants.
@@ -81,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Loadgen(args) => return loadgen::run(args).await,
         Command::BaselineServer { listen } => return baseline::run(listen).await,
+        Command::Dev(args) => return dev::run(args, cli.config.as_deref()).await,
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
@@ -90,23 +95,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store::create_database_if_missing(&config.database_url.0)
                 .await
                 .context("creating the database")?;
-            let pool = store::connect(&config)
+            let db = store::connect(&config)
                 .await
                 .context("connecting to the database")?;
-            store::migrate(&pool).await.context("applying migrations")?;
+            store::migrate(&db).await.context("applying migrations")?;
             println!(
                 "migrations applied ({} known)",
-                store::MIGRATOR.iter().count()
+                store::migrator(db.backend()).iter().count()
             );
         }
         Command::Config => println!("{config:#?}"),
         Command::Dlq { command } => dlq::run(&config, command).await?,
-        Command::Probe { .. } | Command::Loadgen(_) | Command::BaselineServer { .. } => {}
+        Command::Probe { .. }
+        | Command::Loadgen(_)
+        | Command::BaselineServer { .. }
+        | Command::Dev(_) => {}
         Command::Tenants { command } => {
-            let pool = store::connect(&config)
+            let db = store::connect(&config)
                 .await
                 .context("connecting to the database")?;
-            let tenants = TenantStore::new(pool, config.secret_keyring()?.clone());
+            let tenants = TenantStore::new(db, config.secret_keyring()?.clone());
             match command {
                 TenantsCommand::List { json } => {
                     let list = tenants.list().await?;

@@ -208,10 +208,11 @@ impl Config {
         if self.database_url.0.is_empty() {
             return Err(invalid("database_url", "must not be empty"));
         }
-        if !(self.database_url.0.starts_with("postgres://")
-            || self.database_url.0.starts_with("postgresql://"))
-        {
-            return Err(invalid("database_url", "must be a postgres:// URL"));
+        if crate::store::Backend::of_url(&self.database_url.0).is_none() {
+            return Err(invalid(
+                "database_url",
+                "must be a postgres:// or sqlite: URL",
+            ));
         }
         if self.kafka_brokers.trim().is_empty() {
             return Err(invalid("kafka_brokers", "must name at least one host:port"));

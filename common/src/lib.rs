@@ -4,6 +4,7 @@
 pub mod config;
 pub mod connect;
 pub mod crypto;
+pub mod embedded_kafka;
 pub mod envelope;
 pub mod hosts;
 pub mod kafka;

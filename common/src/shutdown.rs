@@ -53,11 +53,15 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main) {
+    let code = match runtime.block_on(main) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // A blocking task stuck in a client library (a broker that does not answer a close)
+    // must not keep a stopped service alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }

@@ -60,10 +60,22 @@ pub async fn serve_metrics(listener: TcpListener, shutdown: Shutdown) -> std::io
             async move { handle.render() }
         }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let stop = shutdown.clone();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    // A scraper holding a keep-alive connection must not hold the service's exit: after the
+    // signal, open connections get a moment to finish, then the server is dropped.
+    tokio::select! {
+        served = server => served,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(METRICS_DRAIN).await;
+        } => Ok(()),
+    }
 }
+
+/// How long `/metrics` connections may stay open after the shutdown signal.
+const METRICS_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Binds the metrics listener, naming the setting when the address is taken.
 pub async fn bind_metrics(addr: &str) -> std::io::Result<TcpListener> {

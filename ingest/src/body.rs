@@ -1,5 +1,7 @@
 //! Reading request bodies within the configured limit, and what the request claims to be.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::OriginalUri;
 use axum::http::request::Parts;
@@ -43,9 +45,20 @@ pub fn check_declared_length(headers: &HeaderMap, max: usize) -> Result<(), Reje
     }
 }
 
-/// Reads the whole body, refusing it as soon as it grows past `max` (chunked bodies have no
-/// declared length, so the count is kept while reading).
+/// How long a whole body may take to arrive. Confluence sends small bodies at once; a
+/// client dribbling its body (slow loris) would otherwise hold a connection and an
+/// in-flight slot for as long as it likes.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the whole body within [`BODY_READ_TIMEOUT`], refusing it as soon as it grows past
+/// `max` (chunked bodies have no declared length, so the count is kept while reading).
 pub async fn read_limited(body: Body, max: usize) -> Result<Bytes, Rejection> {
+    tokio::time::timeout(BODY_READ_TIMEOUT, read_all(body, max))
+        .await
+        .unwrap_or(Err(Rejection::BodyTimeout))
+}
+
+async fn read_all(body: Body, max: usize) -> Result<Bytes, Rejection> {
     let mut stream = body.into_data_stream();
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {

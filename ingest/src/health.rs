@@ -26,12 +26,9 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, Json<Value
         );
     }
     let database = async {
-        tokio::time::timeout(
-            PROBE_TIMEOUT,
-            sqlx::query("SELECT 1").execute(app.store.pool()),
-        )
-        .await
-        .is_ok_and(|result| result.is_ok())
+        tokio::time::timeout(PROBE_TIMEOUT, app.store.database().ping())
+            .await
+            .is_ok_and(|result| result.is_ok())
     };
     let broker = app.publisher.broker_reachable(PROBE_TIMEOUT);
     let (database, broker) = tokio::join!(database, broker);

@@ -62,9 +62,9 @@ pub async fn run(
     telemetry::metrics_handle();
     let events = Arc::new(WebhookEvents::from_config(&config)?);
     let keyring = config.secret_keyring()?.clone();
-    let pool = store::connect(&config).await?;
-    store::migrate(&pool).await?;
-    let tenants = TenantStore::new(pool.clone(), keyring);
+    let db = store::connect(&config).await?;
+    store::migrate(&db).await?;
+    let tenants = TenantStore::new(db.clone(), keyring);
     let publisher = Publisher::new(&config)?;
     let keys = InstallKeyProvider::new(
         config.install_keys_url.clone(),
@@ -94,7 +94,7 @@ pub async fn run(
         stopping: shutdown.clone(),
     });
     let follower = tokio::spawn(tenant_changes::follow(
-        pool.clone(),
+        db.clone(),
         state.secrets.clone(),
         shutdown.clone(),
     ));
@@ -140,7 +140,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = metrics.await;
     let _ = follower.await;
-    pool.close().await;
+    db.close().await;
     match served {
         Ok(result) => result.map_err(IngestError::from),
         // The server task does not panic; an abort at the deadline is handled above.

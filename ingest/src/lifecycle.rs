@@ -93,7 +93,7 @@ pub async fn lifecycle(
     }
     .map_err(|e| Rejection::StoreUnavailable(e.to_string()))?;
     app.secrets.invalidate(&payload.client_key).await;
-    crate::tenant_changes::announce(app.store.pool(), &payload.client_key).await;
+    crate::tenant_changes::announce(app.store.database(), &payload.client_key).await;
     if !known {
         // Only a signed uninstall gets here for a tenant this app never stored: nothing
         // to change and nothing for processors to act on.

@@ -20,6 +20,8 @@ pub enum Rejection {
     UnsupportedContentType,
     #[error("the body is larger than the configured limit")]
     BodyTooLarge,
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
     #[error("the body is not acceptable: {0}")]
     MalformedBody(String),
     #[error("the body's eventType does not match the route")]
@@ -44,6 +46,7 @@ impl Rejection {
             Rejection::NotFound => "not_found",
             Rejection::UnsupportedContentType => "unsupported_content_type",
             Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BodyTimeout => "body_timeout",
             Rejection::MalformedBody(_) => "malformed_body",
             Rejection::EventTypeMismatch => "event_type_mismatch",
             Rejection::AppKeyMismatch => "app_key_mismatch",
@@ -63,6 +66,7 @@ impl Rejection {
             Rejection::UnknownEvent | Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::MalformedBody(_)
             | Rejection::EventTypeMismatch
             | Rejection::AppKeyMismatch => StatusCode::BAD_REQUEST,
@@ -87,6 +91,13 @@ impl IntoResponse for Rejection {
         let code = self.code();
         let mut response =
             (self.status(), Json(serde_json::json!({ "error": code }))).into_response();
+        if matches!(self, Rejection::BodyTimeout) {
+            // The rest of a slow body is not worth waiting for on this connection.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         response.extensions_mut().insert(Refused {
             code,
             detail: self.to_string(),

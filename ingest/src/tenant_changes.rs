@@ -3,8 +3,11 @@
 //! A replica that changes a tenant (reinstall with a rotated secret, uninstall, ...) announces
 //! its clientKey; every replica listening drops that tenant from its secret cache, so a
 //! rotated secret is refused everywhere within the notification's latency rather than the
-//! cache's time-to-live. While not listening (start, lost connection) a replica forgets
-//! every cached tenant, since it may have missed announcements.
+//! cache's time-to-live. Each time it starts listening (at start, after a lost connection)
+//! a replica forgets every cached tenant, since it may have missed announcements.
+//!
+//! On SQLite (one development process, so one replica) there is nobody to tell: both ends
+//! do nothing.
 
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use backon::{ExponentialBuilder, Retryable};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tributary_common::shutdown::Shutdown;
+use tributary_common::store::Database;
 
 use crate::secrets::TenantSecrets;
 
@@ -19,7 +23,10 @@ pub const CHANNEL: &str = "tributary_tenant_changes";
 
 /// Tells every replica that `client_key` changed. A failure is only logged: the change itself
 /// is committed, and the other replicas' caches expire on their own.
-pub async fn announce(pool: &PgPool, client_key: &str) {
+pub async fn announce(db: &Database, client_key: &str) {
+    let Some(pool) = db.as_postgres() else {
+        return;
+    };
     let sent = sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(client_key)
@@ -31,7 +38,13 @@ pub async fn announce(pool: &PgPool, client_key: &str) {
 }
 
 /// Drops announced tenants from `secrets` until `shutdown` fires.
-pub async fn follow(pool: PgPool, secrets: TenantSecrets, shutdown: Shutdown) {
+pub async fn follow(db: Database, secrets: TenantSecrets, shutdown: Shutdown) {
+    if let Some(pool) = db.as_postgres() {
+        follow_postgres(pool.clone(), secrets, shutdown).await;
+    }
+}
+
+async fn follow_postgres(pool: PgPool, secrets: TenantSecrets, shutdown: Shutdown) {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
@@ -58,14 +71,18 @@ pub async fn follow(pool: PgPool, secrets: TenantSecrets, shutdown: Shutdown) {
                 _ = shutdown.cancelled() => return,
                 next = listener.try_recv() => next,
             };
+            // A lost connection keeps the cache: while the database is unreachable no
+            // replica can change a tenant, and webhooks keep being verified from the cache.
+            // Once listening again, the cache is dropped for what may have been missed.
             match next {
                 Ok(Some(notification)) => secrets.invalidate(notification.payload()).await,
-                // The connection was lost and re-made: anything may have changed meanwhile.
-                Ok(None) => secrets.invalidate_all(),
+                Ok(None) => {
+                    tracing::warn!("lost the tenant change listener");
+                    break;
+                }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(err) => {
                     tracing::warn!(error = %err, "lost the tenant change listener");
-                    secrets.invalidate_all();
                     break;
                 }
             }

@@ -7,8 +7,11 @@
 use tributary_common::{Config, shutdown, telemetry};
 use tributary_processor::{Context, HandlerError, Processor};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    shutdown::run_main(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::load(None)?;
     telemetry::init_tracing(&config.log_format);
     Processor::builder(config)

@@ -147,6 +147,7 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn typed_entities_and_raw_json() {
@@ -175,5 +176,65 @@ mod tests {
         assert!(event.blog().is_none());
         assert_eq!(event.json()["page"]["spaceKey"], "DEV");
         assert_eq!(event.lifecycle(), None);
+    }
+
+    fn read_everything(event: &Event) {
+        let _ = (
+            event.user_account_id(),
+            event.timestamp_millis(),
+            event.subject(),
+        );
+        let _ = (event.page(), event.blog(), event.content(), event.comment());
+        let _ = (
+            event.attachment(),
+            event.space(),
+            event.label(),
+            event.user(),
+        );
+        let _ = event.body::<serde_json::Map<String, Value>>();
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn webhook_bodies_of_arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let envelope = Envelope::new(
+                EventKind::Webhook("page_created".into()),
+                "tenant-1",
+                "https://acme.atlassian.net/wiki",
+                bytes::Bytes::from(body),
+            );
+            if let Ok(event) = Event::new(envelope, origin()) {
+                read_everything(&event);
+            }
+        }
+
+        #[test]
+        fn webhook_bodies_of_arbitrary_shapes_never_panic(
+            entity in prop_oneof![Just("page"), Just("blog"), Just("comment"), Just("attachment"), Just("space"), Just("label"), Just("user"), Just("content")],
+            id in prop_oneof![any::<i64>().prop_map(Value::from), ".{0,10}".prop_map(Value::from), Just(Value::Null), any::<f64>().prop_map(Value::from)],
+            nested in ".{0,40}",
+        ) {
+            let body = serde_json::json!({
+                entity: { "id": id, "parent": { "id": nested }, "inReplyTo": nested, "version": nested },
+                "userAccountId": id,
+                "timestamp": nested,
+            });
+            let envelope = Envelope::new(
+                EventKind::Webhook(format!("{entity}_created")),
+                "tenant-1",
+                "https://acme.atlassian.net/wiki",
+                bytes::Bytes::from(body.to_string()),
+            );
+            let event = Event::new(envelope, origin()).expect("a JSON object is an event");
+            read_everything(&event);
+        }
     }
 }

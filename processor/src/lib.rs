@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod payload;
 pub mod processor;
 mod runtime;
+pub mod simulator;
 pub mod state;
 
 pub use context::Context;

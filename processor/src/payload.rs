@@ -95,6 +95,7 @@ fn id_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn ids_as_numbers_or_strings_and_unknown_fields() {
@@ -116,5 +117,68 @@ mod tests {
             comment.in_reply_to.and_then(|c| c.content.id).as_deref(),
             Some("8")
         );
+    }
+
+    /// Any JSON value, nested a few levels deep.
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("id".to_string()),
+                        Just("parent".to_string()),
+                        Just("inReplyTo".to_string()),
+                        Just("version".to_string()),
+                        Just("spaceId".to_string()),
+                        "[a-zA-Z]{1,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn parse_every_entity(value: &Value) {
+        let _ = Content::deserialize(value);
+        let _ = Comment::deserialize(value);
+        let _ = Attachment::deserialize(value);
+        let _ = Space::deserialize(value);
+        let _ = Label::deserialize(value);
+        let _ = User::deserialize(value);
+    }
+
+    proptest! {
+        #[test]
+        fn entities_never_panic_on_arbitrary_json(value in arbitrary_json()) {
+            parse_every_entity(&value);
+        }
+
+        #[test]
+        fn entities_never_panic_on_arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = serde_json::from_slice::<Content>(&body);
+            let _ = serde_json::from_slice::<Comment>(&body);
+            let _ = serde_json::from_slice::<Attachment>(&body);
+            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                parse_every_entity(&value);
+            }
+        }
+
+        #[test]
+        fn ids_survive_as_strings(id in any::<u64>(), as_text in any::<bool>()) {
+            let raw = if as_text { Value::from(id.to_string()) } else { Value::from(id) };
+            let page: Content = serde_json::from_value(serde_json::json!({ "id": raw }))
+                .expect("an id alone is a page");
+            prop_assert_eq!(page.id, Some(id.to_string()));
+        }
     }
 }

@@ -3,11 +3,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tributary_common::Config;
 use tributary_common::config::ConfigError;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{self, TenantStore};
+use tributary_common::store::{self, Database, TenantStore};
 use tributary_common::telemetry;
 
 use crate::builtin;
@@ -47,7 +46,7 @@ pub enum ProcessorError {
 pub struct ProcessorBuilder {
     config: Config,
     subscriptions: Vec<Subscription>,
-    pool: Option<PgPool>,
+    db: Option<Database>,
     confluence: Option<ConfluenceClients>,
 }
 
@@ -76,9 +75,10 @@ impl ProcessorBuilder {
         self.subscribe(name, EventFilter::Lifecycle, handler)
     }
 
-    /// Uses this pool instead of connecting to `database_url` (and skips migrations).
-    pub fn database(mut self, pool: PgPool) -> Self {
-        self.pool = Some(pool);
+    /// Uses this database (a [`Database`], or a PostgreSQL or SQLite pool) instead of
+    /// connecting to `database_url`, and skips migrations.
+    pub fn database(mut self, db: impl Into<Database>) -> Self {
+        self.db = Some(db.into());
         self
     }
 
@@ -107,20 +107,20 @@ impl ProcessorBuilder {
             .unwrap_or_else(|| base.to_string())
     }
 
-    /// Connects to the database (applying migrations) unless a pool was given, and checks
+    /// Connects to the database (applying migrations) unless one was given, and checks
     /// the configuration.
     pub async fn build(self) -> Result<Processor, ProcessorError> {
         let config = self.config;
         let keyring = config.secret_keyring()?.clone();
-        let pool = match self.pool {
-            Some(pool) => pool,
+        let db = match self.db {
+            Some(db) => db,
             None => {
-                let pool = store::connect(&config).await?;
-                store::migrate(&pool).await?;
-                pool
+                let db = store::connect(&config).await?;
+                store::migrate(&db).await?;
+                db
             }
         };
-        let tenants = TenantStore::new(pool.clone(), keyring);
+        let tenants = TenantStore::new(db.clone(), keyring);
         let confluence = match self.confluence {
             Some(clients) => clients,
             None => ConfluenceClients::from_config(&config)?,
@@ -156,7 +156,7 @@ impl ProcessorBuilder {
         }
         let window = usize::try_from(config.processor_guard_window).unwrap_or(usize::MAX);
         let shared = Shared {
-            pool,
+            db,
             tenants,
             confluence,
             subscriptions,
@@ -199,7 +199,7 @@ impl Processor {
         ProcessorBuilder {
             config,
             subscriptions: Vec::new(),
-            pool: None,
+            db: None,
             confluence: None,
         }
     }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::PgPool;
+use tributary_common::store::Database;
+use tributary_common::with_database;
 
 use crate::event::Event;
 
@@ -26,16 +27,16 @@ pub enum StateError {
 /// One tenant's key-value state, as a handler sees it: reads see the handler's own writes.
 #[derive(Clone)]
 pub struct TenantState {
-    pool: PgPool,
+    db: Database,
     client_key: String,
     /// `None` marks a deletion.
     writes: Arc<Mutex<BTreeMap<String, Option<Value>>>>,
 }
 
 impl TenantState {
-    pub(crate) fn new(pool: PgPool, client_key: &str) -> Self {
+    pub(crate) fn new(db: Database, client_key: &str) -> Self {
         TenantState {
-            pool,
+            db,
             client_key: client_key.to_string(),
             writes: Arc::default(),
         }
@@ -52,13 +53,16 @@ impl TenantState {
             Some(value) => value,
             // Values travel as JSON text, cast in SQL: no need for sqlx's `json` feature.
             None => {
-                let text = sqlx::query_scalar::<_, String>(
-                    "SELECT value::text FROM tenant_state WHERE client_key = $1 AND key = $2",
-                )
-                .bind(&self.client_key)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+                let text = with_database!(&self.db, |pool, _sql| {
+                    sqlx::query_scalar::<_, String>(
+                        "SELECT CAST(value AS TEXT) FROM tenant_state \
+                         WHERE client_key = $1 AND key = $2",
+                    )
+                    .bind(&self.client_key)
+                    .bind(key)
+                    .fetch_optional(pool)
+                    .await?
+                });
                 text.map(|t| serde_json::from_str(&t)).transpose()?
             }
         };
@@ -91,72 +95,82 @@ impl TenantState {
 
 /// True when `handler` has handled the event `event_id` before.
 pub(crate) async fn is_handled(
-    pool: &PgPool,
+    db: &Database,
     handler: &str,
     event_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM handled_events WHERE handler = $1 AND event_id = $2)",
-    )
-    .bind(handler)
-    .bind(event_id)
-    .fetch_one(pool)
-    .await
+    with_database!(db, |pool, _sql| {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM handled_events WHERE handler = $1 AND event_id = $2)",
+        )
+        .bind(handler)
+        .bind(event_id)
+        .fetch_one(pool)
+        .await
+    })
 }
 
 /// Records `event` as handled by `handler` and applies the state writes, in one
 /// transaction. False (and nothing applied) when the record existed already.
 pub(crate) async fn commit_handled(
-    pool: &PgPool,
+    db: &Database,
     handler: &str,
     event: &Event,
     state: &TenantState,
 ) -> Result<bool, sqlx::Error> {
     let writes = state.take_writes();
-    let mut tx = pool.begin().await?;
     let origin = event.origin();
-    let inserted = sqlx::query(
-        "INSERT INTO handled_events \
-         (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-    )
-    .bind(handler)
-    .bind(event.id())
-    .bind(event.client_key())
-    .bind(event.name())
-    .bind(&origin.topic)
-    .bind(origin.partition)
-    .bind(origin.offset)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    for (key, value) in writes {
-        match value {
-            Some(value) => {
-                sqlx::query(
-                    "INSERT INTO tenant_state (client_key, key, value) VALUES ($1, $2, $3::jsonb) \
-                     ON CONFLICT (client_key, key) DO UPDATE \
-                     SET value = EXCLUDED.value, updated_at = now()",
-                )
-                .bind(&state.client_key)
-                .bind(&key)
-                .bind(value.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM tenant_state WHERE client_key = $1 AND key = $2")
-                    .bind(&state.client_key)
-                    .bind(&key)
-                    .execute(&mut *tx)
-                    .await?;
+    with_database!(db, |pool, sql| {
+        let mut tx = pool.begin_with(sql.begin_write).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO handled_events \
+             (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(handler)
+        .bind(event.id())
+        .bind(event.client_key())
+        .bind(event.name())
+        .bind(&origin.topic)
+        .bind(origin.partition)
+        .bind(origin.offset)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let upsert = format!(
+            "INSERT INTO tenant_state (client_key, key, value) VALUES ($1, $2, $3{json}) \
+             ON CONFLICT (client_key, key) DO UPDATE \
+             SET value = EXCLUDED.value, updated_at = {now}",
+            json = sql.json_cast,
+            now = sql.now
+        );
+        for (key, value) in writes {
+            match value {
+                Some(value) => {
+                    sqlx::query(&upsert)
+                        .bind(&state.client_key)
+                        .bind(&key)
+                        .bind(value.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM tenant_state WHERE client_key = $1 AND key = $2")
+                        .bind(&state.client_key)
+                        .bind(&key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
         }
-    }
-    tx.commit().await?;
-    Ok(true)
+        tx.commit().await?;
+        Ok(true)
+    })
 }
+
+#[cfg(test)]
+mod tests;

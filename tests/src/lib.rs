@@ -1,6 +1,19 @@
 //! Shared helpers for the end-to-end tests: locating the workspace binaries and running them.
 
+pub mod child;
+pub mod corpus;
+pub mod ingest;
 pub mod postgres;
+pub mod prometheus;
+pub mod services;
+pub mod verdict;
+pub mod world;
+
+/// The tenant-state key where the test processor appends the ids of handled events, in the
+/// order it handled them.
+pub const HANDLED_KEY: &str = "handled_event_ids";
+/// The test processor's handler name, which keys its handled-event records.
+pub const HANDLER_NAME: &str = "e2e.record_and_comment";
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! and reports throughput and latency percentiles of the ingest's answers (and, with
 //! `--processor-metrics`, end-to-end latency as the processor measured it).
 
-mod install_key;
+pub(crate) mod install_key;
 mod prometheus_text;
 mod tenants;
 mod traffic;

@@ -138,3 +138,13 @@ fn the_readme_documents_every_setting() {
         .collect();
     assert!(missing.is_empty(), "README lacks settings: {missing:?}");
 }
+
+#[test]
+fn database_url_may_name_a_sqlite_file() {
+    let config = Config::load_from(
+        None,
+        env(&[("TRIBUTARY_DATABASE_URL", "sqlite:tributary-dev.db")]),
+    )
+    .expect("a sqlite: URL is valid");
+    assert_eq!(config.database_url.0, "sqlite:tributary-dev.db");
+}

@@ -1,21 +1,23 @@
 //! Database access: the connection pool, migrations and the tenant store.
 
+mod database;
 mod tenants;
 
+pub use database::{Backend, Database, Dialect};
 pub use tenants::{LifecycleRecord, StoreError, Tenant, TenantStatus, TenantStore, next_status};
 
 use std::time::Duration;
 
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
-
 use crate::config::Config;
 
-/// The migrations in `migrations/`, built into every binary.
+/// The PostgreSQL migrations in `migrations/`, built into every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// The SQLite migrations in `migrations/sqlite/`: the same schema in SQLite's types.
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
 /// A pool for `config.database_url`, giving up after the configured connect timeout.
-pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(config: &Config) -> Result<Database, sqlx::Error> {
     connect_url(
         &config.database_url.0,
         config.database_max_connections,
@@ -28,26 +30,43 @@ pub async fn connect_url(
     url: &str,
     max_connections: u32,
     timeout: Duration,
-) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(timeout)
-        .connect(url)
-        .await
+) -> Result<Database, sqlx::Error> {
+    Database::connect(url, max_connections, timeout).await
 }
 
 /// Creates the database named in `url` when it does not exist yet (first start, `migrate`).
 pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
     use sqlx::migrate::MigrateDatabase;
-    if !sqlx::Postgres::database_exists(url).await? {
-        sqlx::Postgres::create_database(url).await?;
+    match Backend::of_url(url) {
+        Some(Backend::Sqlite) => {
+            if !sqlx::Sqlite::database_exists(url).await? {
+                sqlx::Sqlite::create_database(url).await?;
+            }
+        }
+        _ => {
+            if !sqlx::Postgres::database_exists(url).await? {
+                sqlx::Postgres::create_database(url).await?;
+            }
+        }
     }
     Ok(())
 }
 
-/// Applies every pending migration; running it again changes nothing.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// The migrations for `backend`.
+pub fn migrator(backend: Backend) -> &'static sqlx::migrate::Migrator {
+    match backend {
+        Backend::Postgres => &MIGRATOR,
+        Backend::Sqlite => &SQLITE_MIGRATOR,
+    }
+}
+
+/// Applies every pending migration of the database's backend; running it again changes
+/// nothing.
+pub async fn migrate(db: &Database) -> Result<(), sqlx::migrate::MigrateError> {
+    match db {
+        Database::Postgres(pool) => MIGRATOR.run(pool).await,
+        Database::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+    }
 }
 
 #[cfg(test)]

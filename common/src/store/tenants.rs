@@ -1,7 +1,9 @@
 //! Tenants and their lifecycle, with shared secrets encrypted at rest.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+
+use super::Database;
+use crate::with_database;
 
 use crate::connect::{LifecycleEventType, LifecyclePayload, SharedSecret};
 use crate::crypto::{EncryptedSecret, KeyError, SecretKeyring};
@@ -186,27 +188,84 @@ const SELECT_TENANT: &str = "SELECT client_key, app_key, base_url, display_url, 
     installed_at, enabled_at, disabled_at, uninstalled_at, status_changed_at, updated_at \
     FROM tenants";
 
+/// The status stored in a row, or why it cannot be read.
+fn parse_status(s: &str) -> Result<TenantStatus, StoreError> {
+    TenantStatus::parse(s).ok_or_else(|| StoreError::CorruptRow(format!("status `{s}`")))
+}
+
+// Steps shared by the transactions below. They are macros rather than functions so that
+// one text serves the transaction type of either backend.
+
+/// The tenant's current status, locking its row until the transaction ends.
+macro_rules! lock_status {
+    ($tx:ident, $sql:ident, $client_key:expr) => {{
+        let status: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT status FROM tenants WHERE client_key = $1{}",
+            $sql.for_update
+        ))
+        .bind($client_key)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        status.as_deref().map(parse_status).transpose()?
+    }};
+}
+
+/// The tenant with its encrypted secret, if it exists.
+macro_rules! fetch {
+    ($tx:ident, $client_key:expr) => {
+        sqlx::query_as::<_, TenantRow>(&format!("{SELECT_TENANT} WHERE client_key = $1"))
+            .bind($client_key)
+            .fetch_optional(&mut *$tx)
+            .await?
+            .map(TenantRow::into_parts)
+            .transpose()?
+    };
+}
+
+/// Appends a callback to the tenant's audit trail.
+macro_rules! audit {
+    ($tx:ident, $client_key:expr, $event:expr, $event_id:expr, $base_url:expr, $status_after:expr) => {
+        sqlx::query(
+            "INSERT INTO tenant_lifecycle_events \
+             (client_key, event_type, event_id, base_url, status_after) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind($client_key)
+        .bind($event.as_str())
+        .bind($event_id)
+        .bind($base_url)
+        .bind($status_after.map(TenantStatus::as_str))
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 #[derive(Clone)]
 pub struct TenantStore {
-    pool: PgPool,
+    db: Database,
     keyring: SecretKeyring,
 }
 
 impl std::fmt::Debug for TenantStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantStore")
+            .field("backend", &self.db.backend())
             .field("keyring", &self.keyring)
             .finish_non_exhaustive()
     }
 }
 
 impl TenantStore {
-    pub fn new(pool: PgPool, keyring: SecretKeyring) -> Self {
-        TenantStore { pool, keyring }
+    /// A store on `db`: a [`Database`], or a PostgreSQL or SQLite pool.
+    pub fn new(db: impl Into<Database>, keyring: SecretKeyring) -> Self {
+        TenantStore {
+            db: db.into(),
+            keyring,
+        }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Upserts the tenant from an `installed` body, with its secret encrypted, and audits the
@@ -223,65 +282,69 @@ impl TenantStore {
         let encrypted = self
             .keyring
             .encrypt(&SharedSecret::new(secret), &install.client_key)?;
-        let mut tx = self.pool.begin().await?;
-        let current = lock_status(&mut tx, &install.client_key).await?;
-        let status = next_status(current, LifecycleEventType::Installed);
-        sqlx::query(
-            "INSERT INTO tenants (client_key, app_key, base_url, display_url, \
-             display_url_servicedesk_help_center, product_type, description, server_version, \
-             plugins_version, oauth_client_id, installation_id, entitlement_id, entitlement_number, \
-             service_entitlement_number, secret_key_id, secret_nonce, secret_ciphertext, status, \
-             installed_at, status_changed_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, now(), now()) \
-             ON CONFLICT (client_key) DO UPDATE SET app_key = EXCLUDED.app_key, \
-             base_url = EXCLUDED.base_url, display_url = EXCLUDED.display_url, \
-             display_url_servicedesk_help_center = EXCLUDED.display_url_servicedesk_help_center, \
-             product_type = EXCLUDED.product_type, description = EXCLUDED.description, \
-             server_version = EXCLUDED.server_version, plugins_version = EXCLUDED.plugins_version, \
-             oauth_client_id = EXCLUDED.oauth_client_id, installation_id = EXCLUDED.installation_id, \
-             entitlement_id = EXCLUDED.entitlement_id, entitlement_number = EXCLUDED.entitlement_number, \
-             service_entitlement_number = EXCLUDED.service_entitlement_number, \
-             secret_key_id = EXCLUDED.secret_key_id, secret_nonce = EXCLUDED.secret_nonce, \
-             secret_ciphertext = EXCLUDED.secret_ciphertext, status = EXCLUDED.status, \
-             installed_at = now(), \
-             status_changed_at = CASE WHEN tenants.status = EXCLUDED.status \
-                 THEN tenants.status_changed_at ELSE now() END, \
-             updated_at = now()",
-        )
-        .bind(&install.client_key)
-        .bind(&install.key)
-        .bind(install.base_url.trim_end_matches('/'))
-        .bind(&install.display_url)
-        .bind(&install.display_url_servicedesk_help_center)
-        .bind(&install.product_type)
-        .bind(&install.description)
-        .bind(&install.server_version)
-        .bind(&install.plugins_version)
-        .bind(&install.oauth_client_id)
-        .bind(&install.installation_id)
-        .bind(&install.entitlement_id)
-        .bind(&install.entitlement_number)
-        .bind(&install.service_entitlement_number)
-        .bind(&encrypted.key_id)
-        .bind(&encrypted.nonce)
-        .bind(&encrypted.ciphertext)
-        .bind(status.as_str())
-        .execute(&mut *tx)
-        .await?;
-        audit(
-            &mut tx,
-            &install.client_key,
-            LifecycleEventType::Installed,
-            event_id,
-            Some(&install.base_url),
-            Some(status),
-        )
-        .await?;
-        let tenant = fetch(&mut tx, &install.client_key).await?.ok_or_else(|| {
-            StoreError::CorruptRow("tenant vanished inside its own transaction".into())
-        })?;
-        tx.commit().await?;
-        Ok(tenant.0)
+        let upsert = |now: &str| {
+            format!(
+                "INSERT INTO tenants (client_key, app_key, base_url, display_url, \
+                 display_url_servicedesk_help_center, product_type, description, server_version, \
+                 plugins_version, oauth_client_id, installation_id, entitlement_id, entitlement_number, \
+                 service_entitlement_number, secret_key_id, secret_nonce, secret_ciphertext, status, \
+                 installed_at, status_changed_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, {now}, {now}) \
+                 ON CONFLICT (client_key) DO UPDATE SET app_key = EXCLUDED.app_key, \
+                 base_url = EXCLUDED.base_url, display_url = EXCLUDED.display_url, \
+                 display_url_servicedesk_help_center = EXCLUDED.display_url_servicedesk_help_center, \
+                 product_type = EXCLUDED.product_type, description = EXCLUDED.description, \
+                 server_version = EXCLUDED.server_version, plugins_version = EXCLUDED.plugins_version, \
+                 oauth_client_id = EXCLUDED.oauth_client_id, installation_id = EXCLUDED.installation_id, \
+                 entitlement_id = EXCLUDED.entitlement_id, entitlement_number = EXCLUDED.entitlement_number, \
+                 service_entitlement_number = EXCLUDED.service_entitlement_number, \
+                 secret_key_id = EXCLUDED.secret_key_id, secret_nonce = EXCLUDED.secret_nonce, \
+                 secret_ciphertext = EXCLUDED.secret_ciphertext, status = EXCLUDED.status, \
+                 installed_at = {now}, \
+                 status_changed_at = CASE WHEN tenants.status = EXCLUDED.status \
+                     THEN tenants.status_changed_at ELSE {now} END, \
+                 updated_at = {now}"
+            )
+        };
+        with_database!(&self.db, |pool, sql| {
+            let mut tx = pool.begin_with(sql.begin_write).await?;
+            let current = lock_status!(tx, sql, &install.client_key);
+            let status = next_status(current, LifecycleEventType::Installed);
+            sqlx::query(&upsert(sql.now))
+                .bind(&install.client_key)
+                .bind(&install.key)
+                .bind(install.base_url.trim_end_matches('/'))
+                .bind(&install.display_url)
+                .bind(&install.display_url_servicedesk_help_center)
+                .bind(&install.product_type)
+                .bind(&install.description)
+                .bind(&install.server_version)
+                .bind(&install.plugins_version)
+                .bind(&install.oauth_client_id)
+                .bind(&install.installation_id)
+                .bind(&install.entitlement_id)
+                .bind(&install.entitlement_number)
+                .bind(&install.service_entitlement_number)
+                .bind(&encrypted.key_id)
+                .bind(&encrypted.nonce)
+                .bind(&encrypted.ciphertext)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+            audit!(
+                tx,
+                &install.client_key,
+                LifecycleEventType::Installed,
+                event_id,
+                Some(&install.base_url),
+                Some(status)
+            );
+            let tenant = fetch!(tx, &install.client_key).ok_or_else(|| {
+                StoreError::CorruptRow("tenant vanished inside its own transaction".into())
+            })?;
+            tx.commit().await?;
+            Ok(tenant.0)
+        })
     }
 
     /// Applies `uninstalled`, `enabled` or `disabled` (or a repeated `installed`, which only
@@ -293,31 +356,34 @@ impl TenantStore {
         event: LifecycleEventType,
         event_id: &str,
     ) -> Result<Option<Tenant>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let current = lock_status(&mut tx, client_key).await?;
-        let status = current.map(|c| next_status(Some(c), event));
-        if let Some(status) = status {
-            let stamp = match event {
-                LifecycleEventType::Installed => "installed_at",
-                LifecycleEventType::Enabled => "enabled_at",
-                LifecycleEventType::Disabled => "disabled_at",
-                LifecycleEventType::Uninstalled => "uninstalled_at",
-            };
-            let sql = format!(
-                "UPDATE tenants SET status = $2, {stamp} = now(), \
-                 status_changed_at = CASE WHEN status = $2 THEN status_changed_at ELSE now() END, \
-                 updated_at = now() WHERE client_key = $1"
-            );
-            sqlx::query(&sql)
-                .bind(client_key)
-                .bind(status.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        audit(&mut tx, client_key, event, event_id, None, status).await?;
-        let tenant = fetch(&mut tx, client_key).await?.map(|(t, _)| t);
-        tx.commit().await?;
-        Ok(tenant)
+        let stamp = match event {
+            LifecycleEventType::Installed => "installed_at",
+            LifecycleEventType::Enabled => "enabled_at",
+            LifecycleEventType::Disabled => "disabled_at",
+            LifecycleEventType::Uninstalled => "uninstalled_at",
+        };
+        with_database!(&self.db, |pool, sql| {
+            let mut tx = pool.begin_with(sql.begin_write).await?;
+            let current = lock_status!(tx, sql, client_key);
+            let status = current.map(|c| next_status(Some(c), event));
+            if let Some(status) = status {
+                let update = format!(
+                    "UPDATE tenants SET status = $2, {stamp} = {now}, \
+                     status_changed_at = CASE WHEN status = $2 THEN status_changed_at ELSE {now} END, \
+                     updated_at = {now} WHERE client_key = $1",
+                    now = sql.now
+                );
+                sqlx::query(&update)
+                    .bind(client_key)
+                    .bind(status.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            audit!(tx, client_key, event, event_id, None::<&str>, status);
+            let tenant = fetch!(tx, client_key).map(|(t, _)| t);
+            tx.commit().await?;
+            Ok(tenant)
+        })
     }
 
     pub async fn get(&self, client_key: &str) -> Result<Option<Tenant>, StoreError> {
@@ -332,11 +398,12 @@ impl TenantStore {
         &self,
         client_key: &str,
     ) -> Result<Option<(Tenant, SharedSecret)>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query_as::<_, TenantRow>(&format!("{SELECT_TENANT} WHERE client_key = $1"))
-            .bind(client_key)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row = with_database!(&self.db, |pool, _sql| {
+            sqlx::query_as::<_, TenantRow>(&format!("{SELECT_TENANT} WHERE client_key = $1"))
+                .bind(client_key)
+                .fetch_optional(pool)
+                .await?
+        });
         match row {
             None => Ok(None),
             Some(row) => {
@@ -349,14 +416,15 @@ impl TenantStore {
 
     /// Every tenant, newest first.
     pub async fn list(&self) -> Result<Vec<Tenant>, StoreError> {
-        sqlx::query_as::<_, TenantRow>(&format!(
-            "{SELECT_TENANT} ORDER BY updated_at DESC, client_key"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|row| row.into_parts().map(|(tenant, _)| tenant))
-        .collect()
+        let query = format!("{SELECT_TENANT} ORDER BY updated_at DESC, client_key");
+        let rows = with_database!(&self.db, |pool, _sql| {
+            sqlx::query_as::<_, TenantRow>(&query)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|row| row.into_parts().map(|(tenant, _)| tenant))
+            .collect()
     }
 
     /// The audited lifecycle callbacks of one tenant, oldest first.
@@ -364,91 +432,46 @@ impl TenantStore {
         &self,
         client_key: &str,
     ) -> Result<Vec<LifecycleRecord>, StoreError> {
-        Ok(sqlx::query_as::<_, LifecycleRecord>(
-            "SELECT client_key, event_type, event_id, base_url, status_after, received_at \
-             FROM tenant_lifecycle_events WHERE client_key = $1 ORDER BY id",
-        )
-        .bind(client_key)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(with_database!(&self.db, |pool, _sql| {
+            sqlx::query_as::<_, LifecycleRecord>(
+                "SELECT client_key, event_type, event_id, base_url, status_after, received_at \
+                 FROM tenant_lifecycle_events WHERE client_key = $1 ORDER BY id",
+            )
+            .bind(client_key)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Re-encrypts secrets made with older keys under the current key; returns how many.
     pub async fn reencrypt_secrets(&self) -> Result<u64, StoreError> {
         let mut changed = 0;
         for tenant in self.list().await? {
-            let mut tx = self.pool.begin().await?;
-            if let Some((_, encrypted)) = fetch(&mut tx, &tenant.client_key).await?
-                && self.keyring.needs_reencryption(&encrypted)
-            {
-                let secret = self.keyring.decrypt(&encrypted, &tenant.client_key)?;
-                let fresh = self.keyring.encrypt(&secret, &tenant.client_key)?;
-                sqlx::query(
-                    "UPDATE tenants SET secret_key_id = $2, secret_nonce = $3, \
-                     secret_ciphertext = $4 WHERE client_key = $1",
-                )
-                .bind(&tenant.client_key)
-                .bind(&fresh.key_id)
-                .bind(&fresh.nonce)
-                .bind(&fresh.ciphertext)
-                .execute(&mut *tx)
-                .await?;
-                changed += 1;
-            }
-            tx.commit().await?;
+            let client_key = tenant.client_key.as_str();
+            with_database!(&self.db, |pool, sql| {
+                let mut tx = pool.begin_with(sql.begin_write).await?;
+                if let Some((_, encrypted)) = fetch!(tx, client_key)
+                    && self.keyring.needs_reencryption(&encrypted)
+                {
+                    let secret = self.keyring.decrypt(&encrypted, client_key)?;
+                    let fresh = self.keyring.encrypt(&secret, client_key)?;
+                    sqlx::query(
+                        "UPDATE tenants SET secret_key_id = $2, secret_nonce = $3, \
+                         secret_ciphertext = $4 WHERE client_key = $1",
+                    )
+                    .bind(client_key)
+                    .bind(&fresh.key_id)
+                    .bind(&fresh.nonce)
+                    .bind(&fresh.ciphertext)
+                    .execute(&mut *tx)
+                    .await?;
+                    changed += 1;
+                }
+                tx.commit().await?;
+            });
         }
         Ok(changed)
     }
-}
-
-async fn lock_status(
-    tx: &mut Transaction<'_, Postgres>,
-    client_key: &str,
-) -> Result<Option<TenantStatus>, StoreError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM tenants WHERE client_key = $1 FOR UPDATE")
-            .bind(client_key)
-            .fetch_optional(&mut **tx)
-            .await?;
-    status
-        .map(|s| {
-            TenantStatus::parse(&s).ok_or_else(|| StoreError::CorruptRow(format!("status `{s}`")))
-        })
-        .transpose()
-}
-
-async fn fetch(
-    tx: &mut Transaction<'_, Postgres>,
-    client_key: &str,
-) -> Result<Option<(Tenant, EncryptedSecret)>, StoreError> {
-    sqlx::query_as::<_, TenantRow>(&format!("{SELECT_TENANT} WHERE client_key = $1"))
-        .bind(client_key)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(TenantRow::into_parts)
-        .transpose()
-}
-
-async fn audit(
-    tx: &mut Transaction<'_, Postgres>,
-    client_key: &str,
-    event: LifecycleEventType,
-    event_id: &str,
-    base_url: Option<&str>,
-    status_after: Option<TenantStatus>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO tenant_lifecycle_events (client_key, event_type, event_id, base_url, status_after) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(client_key)
-    .bind(event.as_str())
-    .bind(event_id)
-    .bind(base_url)
-    .bind(status_after.map(TenantStatus::as_str))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

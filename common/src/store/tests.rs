@@ -1,8 +1,73 @@
-//! Tenant store against a real PostgreSQL database of the test's own.
+//! Tenant store tests. Every body runs twice: against a PostgreSQL database of the test's
+//! own and against a SQLite file of its own.
+
+use sqlx::Row;
 
 use super::*;
 use crate::connect::{LifecycleEventType, LifecyclePayload};
-use crate::testing::{TestDatabase, test_keyring};
+use crate::testing::test_keyring;
+use crate::with_database;
+
+/// A `#[tokio::test]` per backend for each named `async fn(&Database)`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::testing::TestDatabase::create().await;
+                    super::$name(&db.pool.clone().into()).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::testing::TestSqlite::create().await;
+                    super::$name(&db.db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    tenant_round_trip_keeps_no_plain_secret,
+    reinstall_rotates_the_secret_and_is_idempotent,
+    disabled_and_uninstalled_in_either_order,
+    a_site_import_is_a_new_tenant_and_the_old_one_stays,
+    key_rotation_reencrypts_under_the_new_key,
+    migrations_are_idempotent,
+    concurrent_installs_of_one_tenant_all_succeed,
+);
+
+async fn tenant_count(db: &Database) -> i64 {
+    with_database!(db, |pool, _sql| {
+        sqlx::query_scalar("SELECT count(*) FROM tenants")
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    })
+}
+
+/// Every column of every tenant row, as the bytes the database hands out (`None` for NULL).
+async fn raw_tenant_columns(db: &Database) -> Vec<Option<Vec<u8>>> {
+    with_database!(db, |pool, _sql| {
+        let rows = sqlx::query("SELECT * FROM tenants")
+            .fetch_all(pool)
+            .await
+            .expect("raw read");
+        rows.iter()
+            .flat_map(|row| {
+                (0..row.len()).map(move |i| {
+                    row.try_get_unchecked::<Option<Vec<u8>>, _>(i)
+                        .expect("column bytes")
+                })
+            })
+            .collect()
+    })
+}
 
 fn install_body(client_key: &str, secret: &str, base_url: &str) -> LifecyclePayload {
     LifecyclePayload::parse(
@@ -26,10 +91,8 @@ fn install_body(client_key: &str, secret: &str, base_url: &str) -> LifecyclePayl
     .expect("valid install")
 }
 
-#[tokio::test]
-async fn tenant_round_trip_keeps_no_plain_secret() {
-    let db = TestDatabase::create().await;
-    let store = TenantStore::new(db.pool.clone(), test_keyring());
+async fn tenant_round_trip_keeps_no_plain_secret(db: &Database) {
+    let store = TenantStore::new(db.clone(), test_keyring());
     let secret = "a-very-recognisable-shared-secret-42";
     let tenant = store
         .record_install(
@@ -49,11 +112,12 @@ async fn tenant_round_trip_keeps_no_plain_secret() {
     assert_eq!(read.base_url, "https://acme.atlassian.net/wiki");
     assert_eq!(read_secret.expose(), secret);
 
-    let raw: Vec<(Vec<u8>, Vec<u8>, String)> =
+    let raw: Vec<(Vec<u8>, Vec<u8>, String)> = with_database!(db, |pool, _sql| {
         sqlx::query_as("SELECT secret_ciphertext, secret_nonce, secret_key_id FROM tenants")
-            .fetch_all(&db.pool)
+            .fetch_all(pool)
             .await
-            .expect("raw read");
+            .expect("raw read")
+    });
     assert_eq!(raw.len(), 1);
     let (ciphertext, nonce, key_id) = &raw[0];
     assert!(
@@ -63,17 +127,15 @@ async fn tenant_round_trip_keeps_no_plain_secret() {
     );
     assert_eq!(nonce.len(), 12);
     assert_eq!(key_id, test_keyring().current_key_id());
-    let whole_row: String = sqlx::query_scalar("SELECT row_to_json(t)::text FROM tenants t")
-        .fetch_one(&db.pool)
-        .await
-        .expect("row as text");
-    assert!(!whole_row.contains(secret));
+    let columns = raw_tenant_columns(db).await;
+    assert_eq!(columns.len(), 25, "every column of the one row");
+    for column in columns.into_iter().flatten() {
+        assert!(!column.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
 }
 
-#[tokio::test]
-async fn reinstall_rotates_the_secret_and_is_idempotent() {
-    let db = TestDatabase::create().await;
-    let store = TenantStore::new(db.pool.clone(), test_keyring());
+async fn reinstall_rotates_the_secret_and_is_idempotent(db: &Database) {
+    let store = TenantStore::new(db.clone(), test_keyring());
     let body = install_body(
         "tenant-a",
         "first-secret",
@@ -109,11 +171,7 @@ async fn reinstall_rotates_the_secret_and_is_idempotent() {
         .expect("read")
         .expect("exists");
     assert_eq!(secret.expose(), "second-secret");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
-    assert_eq!(count, 1);
+    assert_eq!(tenant_count(db).await, 1);
     assert_eq!(
         store
             .lifecycle_history("tenant-a")
@@ -124,10 +182,8 @@ async fn reinstall_rotates_the_secret_and_is_idempotent() {
     );
 }
 
-#[tokio::test]
-async fn disabled_and_uninstalled_in_either_order() {
-    let db = TestDatabase::create().await;
-    let store = TenantStore::new(db.pool.clone(), test_keyring());
+async fn disabled_and_uninstalled_in_either_order(db: &Database) {
+    let store = TenantStore::new(db.clone(), test_keyring());
     for (client, order) in [
         (
             "tenant-a",
@@ -170,10 +226,8 @@ async fn disabled_and_uninstalled_in_either_order() {
     );
 }
 
-#[tokio::test]
-async fn a_site_import_is_a_new_tenant_and_the_old_one_stays() {
-    let db = TestDatabase::create().await;
-    let store = TenantStore::new(db.pool.clone(), test_keyring());
+async fn a_site_import_is_a_new_tenant_and_the_old_one_stays(db: &Database) {
+    let store = TenantStore::new(db.clone(), test_keyring());
     store
         .record_install(
             &install_body("old-key", "s1", "https://acme.atlassian.net/wiki"),
@@ -202,13 +256,8 @@ async fn a_site_import_is_a_new_tenant_and_the_old_one_stays() {
     );
 }
 
-#[tokio::test]
-async fn key_rotation_reencrypts_under_the_new_key() {
-    let db = TestDatabase::create().await;
-    let old = TenantStore::new(
-        db.pool.clone(),
-        crate::crypto::SecretKeyring::new([1; 32], &[]),
-    );
+async fn key_rotation_reencrypts_under_the_new_key(db: &Database) {
+    let old = TenantStore::new(db.clone(), crate::crypto::SecretKeyring::new([1; 32], &[]));
     old.record_install(
         &install_body("tenant-a", "s1", "https://acme.atlassian.net"),
         "a",
@@ -216,13 +265,10 @@ async fn key_rotation_reencrypts_under_the_new_key() {
     .await
     .expect("install");
     let rotated_ring = crate::crypto::SecretKeyring::new([2; 32], &[[1; 32]]);
-    let rotated = TenantStore::new(db.pool.clone(), rotated_ring.clone());
+    let rotated = TenantStore::new(db.clone(), rotated_ring.clone());
     assert_eq!(rotated.reencrypt_secrets().await.expect("reencrypt"), 1);
     assert_eq!(rotated.reencrypt_secrets().await.expect("again"), 0);
-    let only_new = TenantStore::new(
-        db.pool.clone(),
-        crate::crypto::SecretKeyring::new([2; 32], &[]),
-    );
+    let only_new = TenantStore::new(db.clone(), crate::crypto::SecretKeyring::new([2; 32], &[]));
     assert_eq!(
         only_new
             .get_with_secret("tenant-a")
@@ -235,8 +281,37 @@ async fn key_rotation_reencrypts_under_the_new_key() {
     );
 }
 
-#[tokio::test]
-async fn migrations_are_idempotent() {
-    let db = TestDatabase::create().await;
-    migrate(&db.pool).await.expect("second run is a no-op");
+async fn migrations_are_idempotent(db: &Database) {
+    migrate(db).await.expect("second run is a no-op");
+}
+
+/// Installs racing for one tenant (Confluence retrying while the first is still in flight)
+/// serialise on the row: every one succeeds and one row remains.
+async fn concurrent_installs_of_one_tenant_all_succeed(db: &Database) {
+    let store = TenantStore::new(db.clone(), test_keyring());
+    let installs: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let body = install_body(
+                    "tenant-a",
+                    &format!("secret-{i}"),
+                    "https://acme.atlassian.net",
+                );
+                store.record_install(&body, &format!("ev-{i}")).await
+            })
+        })
+        .collect();
+    for install in installs {
+        install.await.expect("task").expect("install");
+    }
+    assert_eq!(tenant_count(db).await, 1);
+    assert_eq!(
+        store
+            .lifecycle_history("tenant-a")
+            .await
+            .expect("history")
+            .len(),
+        8
+    );
 }

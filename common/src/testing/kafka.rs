@@ -1,153 +1,75 @@
-//! librdkafka's mock Kafka cluster, owned by a thread of its own.
+//! librdkafka's mock Kafka cluster for tests: [`EmbeddedKafka`] with operations that panic
+//! on failure, plus a reader of whole topics.
 //!
-//! The mock cluster is `!Send`, so it lives on a dedicated thread and is driven through a
-//! channel; the handle is `Send + Sync` and usable from async tests. Brokers listen on
-//! loopback ports, so child processes can use [`MockKafka::bootstrap_servers`] as well.
+//! The handle is `Send + Sync` and usable from async tests. Brokers listen on loopback
+//! ports, so child processes can use [`MockKafka::bootstrap_servers`] as well.
 
-use std::sync::Mutex;
-use std::sync::mpsc::{Sender, channel};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
-use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-type Reply = Sender<Result<(), String>>;
-
-enum Command {
-    CreateTopic(String, i32, Reply),
-    BrokerDown(Reply),
-    BrokerUp(Reply),
-    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
-    ClearRequestErrors(RDKafkaApiKey, Reply),
-    RoundTripTime(Duration, Reply),
-}
+use crate::embedded_kafka::EmbeddedKafka;
 
 pub struct MockKafka {
-    bootstrap: String,
-    commands: Mutex<Option<Sender<Command>>>,
-    thread: Option<JoinHandle<()>>,
+    cluster: EmbeddedKafka,
 }
 
 impl MockKafka {
     /// Starts a cluster of `brokers` brokers (ids 1..=brokers).
     pub fn start(brokers: i32) -> MockKafka {
-        let (command_tx, command_rx) = channel::<Command>();
-        let (ready_tx, ready_rx) = channel::<Result<String, String>>();
-        let thread = std::thread::Builder::new()
-            .name("mock-kafka".into())
-            .spawn(move || {
-                let cluster = match MockCluster::new(brokers) {
-                    Ok(cluster) => cluster,
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                let done = |reply: Reply, result: Result<(), KafkaError>| {
-                    let _ = reply.send(result.map_err(|e| e.to_string()));
-                };
-                // Ends when every sender is gone: the handle was dropped.
-                for command in command_rx {
-                    match command {
-                        Command::CreateTopic(topic, partitions, reply) => {
-                            done(reply, cluster.create_topic(&topic, partitions, 1))
-                        }
-                        Command::BrokerDown(reply) => done(reply, cluster.broker_down(-1)),
-                        Command::BrokerUp(reply) => done(reply, cluster.broker_up(-1)),
-                        Command::RequestErrors(api, errors, reply) => {
-                            cluster.request_errors(api, &errors);
-                            done(reply, Ok(()))
-                        }
-                        Command::ClearRequestErrors(api, reply) => {
-                            cluster.clear_request_errors(api);
-                            done(reply, Ok(()))
-                        }
-                        Command::RoundTripTime(delay, reply) => {
-                            done(reply, cluster.broker_round_trip_time(-1, delay))
-                        }
-                    }
-                }
-            })
-            .expect("spawn mock kafka thread");
-        let bootstrap = ready_rx
-            .recv()
-            .expect("mock kafka thread answers")
-            .expect("mock kafka cluster starts");
         MockKafka {
-            bootstrap,
-            commands: Mutex::new(Some(command_tx)),
-            thread: Some(thread),
+            cluster: EmbeddedKafka::start(brokers).expect("mock kafka cluster starts"),
         }
     }
 
     pub fn bootstrap_servers(&self) -> &str {
-        &self.bootstrap
-    }
-
-    fn call(&self, make: impl FnOnce(Reply) -> Command) {
-        let (reply_tx, reply_rx) = channel();
-        let commands = self.commands.lock().expect("mock kafka lock");
-        commands
-            .as_ref()
-            .expect("mock kafka is running")
-            .send(make(reply_tx))
-            .expect("mock kafka thread alive");
-        drop(commands);
-        reply_rx
-            .recv()
-            .expect("mock kafka thread replies")
-            .expect("mock kafka operation succeeds");
+        self.cluster.bootstrap_servers()
     }
 
     /// Creates `topic` (the mock has no CreateTopics API).
     pub fn create_topic(&self, topic: &str, partitions: i32) {
-        self.call(|reply| Command::CreateTopic(topic.to_string(), partitions, reply));
+        self.cluster
+            .create_topic(topic, partitions)
+            .expect("mock kafka creates the topic");
     }
 
     /// Disconnects every broker and refuses new connections.
     pub fn broker_down(&self) {
-        self.call(Command::BrokerDown);
+        self.cluster.broker_down().expect("mock kafka broker down");
     }
 
     pub fn broker_up(&self) {
-        self.call(Command::BrokerUp);
+        self.cluster.broker_up().expect("mock kafka broker up");
     }
 
     /// The next requests of kind `api` fail with `errors`, one each, in order.
     pub fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
-        self.call(|reply| Command::RequestErrors(api, errors.to_vec(), reply));
+        self.cluster
+            .request_errors(api, errors)
+            .expect("mock kafka takes request errors");
     }
 
     pub fn clear_request_errors(&self, api: RDKafkaApiKey) {
-        self.call(|reply| Command::ClearRequestErrors(api, reply));
+        self.cluster
+            .clear_request_errors(api)
+            .expect("mock kafka clears request errors");
     }
 
     /// Delays every broker's answers by `delay`.
     pub fn round_trip_time(&self, delay: Duration) {
-        self.call(|reply| Command::RoundTripTime(delay, reply));
+        self.cluster
+            .round_trip_time(delay)
+            .expect("mock kafka takes a round-trip time");
     }
 
     /// Every record on `topic` now, read from the beginning of each partition, in partition
     /// then offset order. Blocking; gives up after `timeout`.
     pub fn read_all(&self, topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
-        read_all(&self.bootstrap, topic, timeout)
-    }
-}
-
-impl Drop for MockKafka {
-    fn drop(&mut self) {
-        if let Ok(mut commands) = self.commands.lock() {
-            commands.take();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        read_all(self.bootstrap_servers(), topic, timeout)
     }
 }
 

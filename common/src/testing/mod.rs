@@ -1,9 +1,12 @@
 //! Test support shared by every crate's tests (feature `testing`): throwaway Postgres
-//! databases, the mock Kafka cluster, a loopback install-key server and signed-install tokens.
+//! databases and SQLite files, the mock Kafka cluster, a loopback install-key server and
+//! signed-install tokens.
 
 pub mod kafka;
+pub mod sqlite;
 
 pub use kafka::MockKafka;
+pub use sqlite::TestSqlite;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,7 +76,8 @@ impl TestDatabase {
             .connect(&url)
             .await
             .expect("connect to test database");
-        crate::store::migrate(&pool)
+        crate::store::MIGRATOR
+            .run(&pool)
             .await
             .expect("migrations apply");
         TestDatabase {

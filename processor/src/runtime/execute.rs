@@ -10,10 +10,9 @@ use backon::{ExponentialBuilder, Retryable};
 use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use sqlx::PgPool;
 use tributary_common::kafka::envelope_from_message;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{StoreError, TenantStore};
+use tributary_common::store::{Database, StoreError, TenantStore};
 
 use super::guard::FailureGuard;
 use crate::confluence::ConfluenceClients;
@@ -29,7 +28,7 @@ const UNKNOWN_EVENT: &str = "unknown";
 
 /// Everything the workers share.
 pub(crate) struct Shared {
-    pub pool: PgPool,
+    pub db: Database,
     pub tenants: TenantStore,
     pub confluence: ConfluenceClients,
     pub subscriptions: Vec<Subscription>,
@@ -132,6 +131,31 @@ pub(crate) async fn process(shared: &Shared, message: &OwnedMessage) -> JobOutco
     JobOutcome::Finished
 }
 
+/// How long one database check may take.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn database_down(shared: &Shared) -> bool {
+    !matches!(
+        tokio::time::timeout(DATABASE_PROBE_TIMEOUT, shared.db.ping()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Waits until the database answers (true) or the consumer stops (false).
+async fn wait_for_database(shared: &Shared) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            _ = shared.stopping.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        if !database_down(shared).await {
+            return true;
+        }
+        delay = (delay * 2).min(shared.retry.max.max(Duration::from_millis(200)));
+    }
+}
+
 /// Runs one handler on one event, retrying transient failures; the error and the number
 /// of attempts made when it gives up.
 async fn run_handler(
@@ -141,12 +165,33 @@ async fn run_handler(
 ) -> Result<Outcome, (HandlerError, u32)> {
     let attempts = AtomicU32::new(0);
     let attempt = || async {
-        let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        let result = attempt_once(shared, subscription, event, n).await;
-        if result.is_err() {
-            metrics::handled(event.name(), Outcome::Failure);
+        loop {
+            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            let result = attempt_once(shared, subscription, event, n).await;
+            match &result {
+                // An outage of the runtime's own database is not the event's fault: the
+                // attempt does not count, and the event waits until the database is back.
+                Err(error)
+                    if error.is_transient()
+                        && !shared.stopping.is_cancelled()
+                        && database_down(shared).await =>
+                {
+                    attempts.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(
+                        event_id = event.id(), handler = %subscription.name, %error,
+                        "the database is unreachable: pausing until it is back"
+                    );
+                    if !wait_for_database(shared).await {
+                        return result;
+                    }
+                }
+                Err(_) => {
+                    metrics::handled(event.name(), Outcome::Failure);
+                    return result;
+                }
+                Ok(_) => return result,
+            }
         }
-        result
     };
     attempt
         .retry(shared.retry.backoff())
@@ -170,7 +215,7 @@ async fn attempt_once(
     event: &Arc<Event>,
     attempt: u32,
 ) -> Result<Outcome, HandlerError> {
-    if state::is_handled(&shared.pool, &subscription.name, event.id())
+    if state::is_handled(&shared.db, &subscription.name, event.id())
         .await
         .map_err(HandlerError::transient)?
     {
@@ -181,7 +226,7 @@ async fn attempt_once(
         .get_with_secret(event.client_key())
         .await
         .map_err(store_error)?;
-    let state = TenantState::new(shared.pool.clone(), event.client_key());
+    let state = TenantState::new(shared.db.clone(), event.client_key());
     let ctx = Context::new(ContextParts {
         event: event.clone(),
         handler: subscription.name.clone(),
@@ -200,7 +245,7 @@ async fn attempt_once(
     ::metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
         .record(started.elapsed().as_secs_f64());
     result?;
-    let recorded = state::commit_handled(&shared.pool, &subscription.name, event, &state)
+    let recorded = state::commit_handled(&shared.db, &subscription.name, event, &state)
         .await
         .map_err(HandlerError::transient)?;
     Ok(if recorded {

@@ -102,18 +102,21 @@ pub(crate) async fn consume(
     };
     shared.stopping.cancel();
     dispatcher.drain(drain_deadline(config)).await;
-    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(%error, "final commit");
-    }
-    // Closing leaves the group and may wait for the broker, so it runs off the async
-    // threads and is given the rest of the shutdown time.
+    // The final commit and leaving the group wait for the broker, so they run off the async
+    // threads and get the rest of the shutdown time; an unreachable broker cannot hold the
+    // stop past its deadline.
     drop(dispatcher);
-    let close = tokio::task::spawn_blocking(move || drop(consumer));
+    let close = tokio::task::spawn_blocking(move || {
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "final commit");
+        }
+        drop(consumer);
+    });
     if tokio::time::timeout(config.shutdown_timeout() / 3, close)
         .await
         .is_err()
     {
-        tracing::warn!("leaving the consumer group took too long");
+        tracing::warn!("committing and leaving the consumer group took too long");
     }
     match stop {
         Stop::Shutdown => {

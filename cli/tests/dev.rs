@@ -1,0 +1,197 @@
+//! The README's run command (`tributary dev --demo`) run as a newcomer runs it: the built
+//! binary with the README's arguments, in an empty directory, with no database, broker or
+//! secret key set up. Only the listen addresses are moved to free ports, so the test can run
+//! beside anything else.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+/// What the issue promises: the whole round trip within 30 s of start.
+const ROUND_TRIP_DEADLINE: Duration = Duration::from_secs(30);
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Kills the child if the test ends before it exited.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The arguments of the README's run command (`cargo run ... --bin tributary -- ARGS`).
+fn readme_run_arguments() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let after_heading = readme
+        .split_once("Run it")
+        .map(|(_, rest)| rest)
+        .expect("the README has a `Run it` paragraph");
+    let command = after_heading
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(block, _)| block.trim())
+        .expect("the run command is the next sh block");
+    let (cargo, args) = command
+        .split_once(" -- ")
+        .expect("the run command passes arguments after --");
+    assert!(
+        cargo.starts_with("cargo run") && cargo.ends_with("--bin tributary"),
+        "the run command builds the tributary binary with cargo: {command}"
+    );
+    args.split_whitespace().map(str::to_string).collect()
+}
+
+fn start_in(dir: &std::path::Path) -> (Running, Receiver<String>) {
+    let args = readme_run_arguments();
+    assert_eq!(args, ["dev", "--demo"]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    command
+        .args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TRIBUTARY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("TRIBUTARY_INGEST_LISTEN", "127.0.0.1:0")
+        .env("TRIBUTARY_METRICS_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info");
+    let mut child = command.spawn().expect("the tributary binary starts");
+    let (lines_tx, lines_rx) = channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let out_tx = lines_tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (Running(child), lines_rx)
+}
+
+/// Every line printed so far, waiting until each of `wanted` has appeared in one.
+fn wait_for(lines: &Receiver<String>, seen: &mut Vec<String>, wanted: &[&str], by: Instant) {
+    loop {
+        let missing: Vec<&&str> = wanted
+            .iter()
+            .filter(|w| !seen.iter().any(|line| line.contains(**w)))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let left = by.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "not seen in time: {missing:?}\noutput so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// The URL printed on the banner line starting with `label`.
+fn banner_url(seen: &[String], label: &str) -> String {
+    seen.iter()
+        .find_map(|line| line.trim_start().strip_prefix(label))
+        .map(|rest| rest.trim().to_string())
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{}", seen.join("\n")))
+}
+
+fn get(url: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
+}
+
+#[test]
+fn dev_demo_shows_the_round_trip_and_stops_cleanly_on_ctrl_c() {
+    let dir = std::env::temp_dir().join(format!("tributary-dev-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let started = Instant::now();
+    let (mut running, lines) = start_in(&dir);
+    let mut seen = Vec::new();
+    wait_for(
+        &lines,
+        &mut seen,
+        &[
+            "in memory, it keeps nothing across restarts",
+            "demo tenant installed through a signed install",
+            // The processor handled the tenant's lifecycle events...
+            "tenant status",
+            // ...and a page event, by calling the simulated Confluence back.
+            "demo handler: Confluence REST answered GET page",
+            "demo handler: Confluence REST answered POST comment",
+        ],
+        started + ROUND_TRIP_DEADLINE,
+    );
+
+    let ingest = banner_url(&seen, "ingest");
+    let (status, descriptor) = get(&format!("{ingest}/atlassian-connect.json"));
+    assert_eq!(status, 200);
+    let descriptor: serde_json::Value = serde_json::from_str(&descriptor).expect("JSON");
+    assert_eq!(descriptor["key"], "com.example.tributary");
+    assert_eq!(
+        format!(
+            "{}/atlassian-connect.json",
+            descriptor["baseUrl"].as_str().unwrap_or("")
+        ),
+        banner_url(&seen, "descriptor")
+    );
+    let (status, metrics) = get(&banner_url(&seen, "metrics"));
+    assert_eq!(status, 200);
+    assert!(metrics.contains("tributary_ingest_"), "{metrics}");
+    assert!(
+        metrics.contains("tributary_processor_events_handled_total"),
+        "{metrics}"
+    );
+    assert!(
+        dir.join("tributary-dev.db").exists() && dir.join("tributary-dev.key").exists(),
+        "the SQLite file and the development key are in the working directory"
+    );
+
+    let pid = running.0.id().to_string();
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(signalled.success());
+    let stop_by = Instant::now() + STOP_DEADLINE;
+    let status = loop {
+        if let Some(status) = running.0.try_wait().expect("child status") {
+            break status;
+        }
+        assert!(Instant::now() < stop_by, "still running after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while let Ok(line) = lines.try_recv() {
+        seen.push(line);
+    }
+    assert!(status.success(), "exit {status:?}:\n{}", seen.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
