@@ -3,6 +3,7 @@
 mod baseline;
 mod dev;
 mod dlq;
+mod embedded_broker;
 mod loadgen;
 mod probe;
 
@@ -49,6 +50,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: std::net::SocketAddr,
     },
+    /// Run the in-memory broker of `tributary dev` on its own (benchmarks, experiments).
+    EmbeddedBroker {
+        /// Topics to create, each with its dead-letter topic.
+        #[arg(long, value_delimiter = ',', default_value = "tributary.events")]
+        topics: Vec<String>,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, default_value = ".dlq")]
+        dlq_suffix: String,
+    },
     /// Exit 0 when URL answers 2xx (container health checks).
     Probe {
         url: String,
@@ -85,6 +96,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Loadgen(args) => return loadgen::run(args).await,
         Command::BaselineServer { listen } => return baseline::run(listen).await,
+        Command::EmbeddedBroker {
+            topics,
+            partitions,
+            dlq_suffix,
+        } => return embedded_broker::run(&topics, partitions, &dlq_suffix).await,
         Command::Dev(args) => return dev::run(args, cli.config.as_deref()).await,
         _ => {}
     }
@@ -109,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Probe { .. }
         | Command::Loadgen(_)
         | Command::BaselineServer { .. }
+        | Command::EmbeddedBroker { .. }
         | Command::Dev(_) => {}
         Command::Tenants { command } => {
             let db = store::connect(&config)

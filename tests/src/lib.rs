@@ -5,7 +5,6 @@ pub mod corpus;
 pub mod ingest;
 pub mod postgres;
 pub mod prometheus;
-pub mod services;
 pub mod verdict;
 pub mod world;
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Reproduces the figures of BENCHMARKS.md on this machine: release binaries, the embedded
+# (mock) broker unless KAFKA_BROKERS names a real one, the local PostgreSQL, everything on
+# loopback. Prints each measurement as it goes. Bounded: about 5 minutes with the defaults.
+#
+#   scripts/benchmark.sh                    # mock broker
+#   KAFKA_BROKERS=127.0.0.1:9092 scripts/benchmark.sh   # a real Kafka (topics must exist)
+#
+# Settings: RATE (webhooks/s for the fixed-rate runs, 2000), DURATION (seconds of each
+# throughput run, 20), SOAK_SECONDS (the memory run, 120), ADMIN_DATABASE_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATE="${RATE:-2000}"
+DURATION="${DURATION:-20}"
+SOAK_SECONDS="${SOAK_SECONDS:-120}"
+ADMIN_DATABASE_URL="${ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
+BIN="$CARGO_TARGET_DIR/release"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --locked --bin tributary --bin tributary-ingest --bin tributary-processor >&2
+
+DB_NAME=tributary_bench
+psql -q "$ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
+export TRIBUTARY_DATABASE_URL="${ADMIN_DATABASE_URL%/*}/$DB_NAME"
+export TRIBUTARY_SECRET_KEY="$(head -c 32 /dev/urandom | base64)"
+export TRIBUTARY_APP_BASE_URL=http://127.0.0.1:8080
+export TRIBUTARY_INGEST_LISTEN=127.0.0.1:8080
+export TRIBUTARY_INSTALL_KEYS_URL=http://127.0.0.1:7999
+export TRIBUTARY_LOG_FORMAT=json
+export RUST_LOG=warn
+
+if [ -n "${KAFKA_BROKERS:-}" ]; then
+  export TRIBUTARY_KAFKA_BROKERS="$KAFKA_BROKERS"
+  BROKER_LABEL="Kafka at $KAFKA_BROKERS"
+else
+  "$BIN/tributary" embedded-broker --partitions 6 >"$WORK/broker" 2>/dev/null &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do [ -s "$WORK/broker" ] && break; sleep 0.1; done
+  export TRIBUTARY_KAFKA_BROKERS="$(head -n 1 "$WORK/broker")"
+  BROKER_LABEL="embedded mock broker (librdkafka), not a real Kafka"
+fi
+"$BIN/tributary" migrate >/dev/null
+
+TRIBUTARY_METRICS_LISTEN=127.0.0.1:9464 "$BIN/tributary-ingest" 2>"$WORK/ingest.log" &
+INGEST=$!; PIDS+=($INGEST)
+TRIBUTARY_PROCESSOR_HANDLERS=log TRIBUTARY_METRICS_LISTEN=127.0.0.1:9465 "$BIN/tributary-processor" 2>"$WORK/processor.log" &
+PROCESSOR=$!; PIDS+=($PROCESSOR)
+"$BIN/tributary" baseline-server --listen 127.0.0.1:8090 2>/dev/null &
+PIDS+=($!)
+for url in http://127.0.0.1:8080/healthz http://127.0.0.1:9465/metrics; do
+  for _ in $(seq 1 100); do "$BIN/tributary" probe "$url" 2>/dev/null && break; sleep 0.1; done
+done
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+loadgen() { "$BIN/tributary" loadgen --key-server-listen 127.0.0.1:7999 "$@"; }
+
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'); broker: $BROKER_LABEL"
+
+echo "== bare baseline (axum answering 204), as fast as it answers, ${DURATION}s"
+loadgen --bare --target http://127.0.0.1:8090 --duration "$DURATION" --concurrency 64
+
+echo "== ingest (verify JWT + qsh, publish, broker acknowledgement), as fast as it answers, ${DURATION}s"
+loadgen --tenants 50 --duration "$DURATION" --concurrency 64
+
+echo "== ingest at a fixed ${RATE}/s for ${DURATION}s, with end-to-end latency from the processor"
+loadgen --tenants 50 --rate "$RATE" --duration "$DURATION" --processor-metrics http://127.0.0.1:9465/metrics
+
+echo "== soak: ${RATE}/s for ${SOAK_SECONDS}s, memory sampled every 10s"
+ingest_cpu0=$(cpu_ticks "$INGEST"); processor_cpu0=$(cpu_ticks "$PROCESSOR")
+loadgen --tenants 50 --rate "$RATE" --duration "$SOAK_SECONDS" --warmup 0 >"$WORK/soak" &
+LOADGEN=$!
+samples=""
+while kill -0 "$LOADGEN" 2>/dev/null; do
+  samples="$samples $(( $(rss_kib "$INGEST") / 1024 ))/$(( $(rss_kib "$PROCESSOR") / 1024 ))"
+  sleep 10
+done
+wait "$LOADGEN"
+cat "$WORK/soak"
+sent=$(awk '/^target=/ { for (i = 1; i <= NF; i++) if ($i ~ /^ok=/) { sub("ok=", "", $i); print $i } }' "$WORK/soak")
+tick=$(getconf CLK_TCK)
+ingest_cpu=$(( $(cpu_ticks "$INGEST") - ingest_cpu0 ))
+processor_cpu=$(( $(cpu_ticks "$PROCESSOR") - processor_cpu0 ))
+echo "rss MiB ingest/processor every 10s:$samples"
+echo "peak rss: ingest $(( $(hwm_kib "$INGEST") / 1024 )) MiB, processor $(( $(hwm_kib "$PROCESSOR") / 1024 )) MiB"
+awk -v s="$sent" -v i="$ingest_cpu" -v p="$processor_cpu" -v t="$tick" 'BEGIN {
+  printf "cpu per 1000 events: ingest %.0f ms, processor %.0f ms (%d events)\n", i / t * 1000 / s * 1000, p / t * 1000 / s * 1000, s }'
