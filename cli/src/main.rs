@@ -108,13 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tributary_common::telemetry::init_tracing(&config.log_format);
     match cli.command {
         Command::Migrate => {
-            store::create_database_if_missing(&config.database_url.0)
-                .await
-                .context("creating the database")?;
-            let db = store::connect(&config)
-                .await
-                .context("connecting to the database")?;
-            store::migrate(&db).await.context("applying migrations")?;
+            let db = store::prepare(&config).await?;
             println!(
                 "migrations applied ({} known)",
                 store::migrator(db.backend()).iter().count()

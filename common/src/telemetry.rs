@@ -42,6 +42,18 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
+            // Histogram samples wait in a buffer until they are folded into buckets; without
+            // upkeep that happens only at a scrape, so an unscraped service would grow
+            // without bound.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                });
             // Another recorder may already be installed (a test harness); ours still renders
             // whatever it recorded.
             let _ = metrics::set_global_recorder(recorder);
@@ -73,6 +85,9 @@ pub async fn serve_metrics(listener: TcpListener, shutdown: Shutdown) -> std::io
         } => Ok(()),
     }
 }
+
+/// How often buffered histogram samples are folded into their buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long `/metrics` connections may stay open after the shutdown signal.
 const METRICS_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);

@@ -11,13 +11,6 @@ use tributary_common::kafka::{durable_producer_config, envelope_headers};
 use crate::kafka_log::RateLimitedLog;
 use crate::observe;
 
-/// Reconnect quickly once a broker is back: Confluence does not resend a webhook, so every
-/// second spent in back-off is a second of 503s. Operators can still override both.
-const RECONNECT_DEFAULTS: [(&str, &str); 2] = [
-    ("reconnect.backoff.ms", "50"),
-    ("reconnect.backoff.max.ms", "1000"),
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("the broker did not acknowledge within {0:?}")]
@@ -35,16 +28,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        let mut client = durable_producer_config(config, config.ingest_publish_timeout_ms);
-        for (key, value) in RECONNECT_DEFAULTS {
-            let overridden = config
-                .kafka_client_properties
-                .iter()
-                .any(|p| p.split_once('=').is_some_and(|(k, _)| k.trim() == key));
-            if !overridden {
-                client.set(key, value);
-            }
-        }
+        let client = durable_producer_config(config, config.ingest_publish_timeout_ms);
         Ok(Publisher {
             producer: client.create_with_context(RateLimitedLog::default())?,
             timeout: Duration::from_millis(config.ingest_publish_timeout_ms),

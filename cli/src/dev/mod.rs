@@ -98,13 +98,7 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
     if let Some(broker) = &broker {
         create_topics(broker, &config)?;
     }
-    store::create_database_if_missing(&config.database_url.0)
-        .await
-        .context("creating the database")?;
-    let db = store::connect(&config)
-        .await
-        .context("connecting to the database")?;
-    store::migrate(&db).await.context("applying migrations")?;
+    let db = store::prepare(&config).await?;
 
     // Both halves serve the same process-wide metrics: the ingest's listener is the one to
     // scrape, the processor gets a throwaway port so the two do not collide.

@@ -52,6 +52,28 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Why the database could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("creating the database: {0}")]
+    Create(#[source] sqlx::Error),
+    #[error("connecting to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("applying migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Creates the database when missing, connects and applies the migrations: what a first
+/// start and `tributary migrate` need.
+pub async fn prepare(config: &Config) -> Result<Database, PrepareError> {
+    create_database_if_missing(&config.database_url.0)
+        .await
+        .map_err(PrepareError::Create)?;
+    let db = connect(config).await.map_err(PrepareError::Connect)?;
+    migrate(&db).await?;
+    Ok(db)
+}
+
 /// The migrations for `backend`.
 pub fn migrator(backend: Backend) -> &'static sqlx::migrate::Migrator {
     match backend {
