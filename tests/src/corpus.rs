@@ -401,7 +401,9 @@ impl Case {
 
     /// Sends the case and reads what came back.
     pub async fn run(&self, ingest: &Ingest, cast: &Cast) -> Outcome {
-        let request = self.request(cast);
+        // A connection of its own per case: a case the ingest answers by closing (an
+        // oversize body) must not leave a dead pooled connection for the next case.
+        let request = self.request(cast).header("connection", "close");
         if let Some(slow) = &self.slow_body {
             return send_slowly(ingest.addr, &request, slow).await;
         }
