@@ -12,6 +12,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tributary_common::shutdown::Shutdown;
+use tributary_common::testing::kafka::read_topic;
 use tributary_common::testing::{INSTALL_PUB_1, KeyServer, MockKafka, test_secret_key_base64};
 use tributary_processor::simulator::{Simulator, SimulatorSettings};
 
@@ -203,11 +204,12 @@ impl World {
 
     /// Every record on `topic` now.
     pub async fn records(&self, topic: &str) -> Vec<OwnedMessage> {
-        let kafka = self.kafka.clone();
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || kafka.read_all(&topic, Duration::from_secs(20)))
-            .await
-            .expect("topic reader")
+        read_topic(
+            self.kafka.bootstrap_servers(),
+            topic,
+            Duration::from_secs(20),
+        )
+        .await
     }
 
     pub async fn broker_down(&self) {

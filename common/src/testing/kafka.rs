@@ -73,6 +73,26 @@ impl MockKafka {
     }
 }
 
+/// [`read_all`] from async code, on a blocking thread.
+pub async fn read_topic(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || read_all(&bootstrap, &topic, timeout))
+        .await
+        .expect("topic reader")
+}
+
+/// The value of header `name` of a record, as text.
+pub fn header_text(message: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
 /// Reads every record of `topic` on `bootstrap` (a mock or a real cluster).
 pub fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::Message;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -14,6 +14,7 @@ use tributary_common::Config;
 use tributary_common::connect::RequestTarget;
 use tributary_common::connect::token::now_unix;
 use tributary_common::shutdown::Shutdown;
+use tributary_common::testing::kafka::read_topic;
 use tributary_common::testing::{
     INSTALL_KEY_1, INSTALL_PUB_1, InstallClaims, KeyServer, MockKafka, TestDatabase,
     sign_from_confluence, sign_install, test_secret_key_base64,
@@ -92,11 +93,12 @@ impl World {
 
     /// Every record on `topic`, read from the beginning.
     pub async fn records(&self, topic: &str) -> Vec<OwnedMessage> {
-        let kafka = self.kafka.clone();
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || kafka.read_all(&topic, Duration::from_secs(20)))
-            .await
-            .expect("reader")
+        read_topic(
+            self.kafka.bootstrap_servers(),
+            topic,
+            Duration::from_secs(20),
+        )
+        .await
     }
 
     pub async fn broker_down(&self) {
@@ -114,16 +116,7 @@ impl World {
     }
 }
 
-/// A header of a record, as text.
-pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    message.headers().and_then(|headers| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    })
-}
+pub use tributary_common::testing::kafka::header_text as header;
 
 pub fn payload_text(message: &OwnedMessage) -> String {
     String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()

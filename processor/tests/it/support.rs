@@ -211,15 +211,4 @@ pub async fn handled_count(pool: &PgPool, handler: &str) -> i64 {
         .expect("count handled events")
 }
 
-/// The value of `name` among a record's headers.
-pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    use rdkafka::Message;
-    use rdkafka::message::Headers;
-    message.headers().and_then(|headers| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    })
-}
+pub use tributary_common::testing::kafka::header_text as header;
