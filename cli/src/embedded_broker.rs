@@ -3,7 +3,7 @@
 //! it without a Kafka installation. It keeps nothing across restarts.
 
 use anyhow::Context;
-use tributary_common::embedded_kafka::EmbeddedKafka;
+use tributary_devkit::EmbeddedKafka;
 
 pub async fn run(topics: &[String], partitions: i32, dlq_suffix: &str) -> anyhow::Result<()> {
     let broker = EmbeddedKafka::start(1).context("starting the embedded broker")?;

@@ -4,7 +4,6 @@
 pub mod config;
 pub mod connect;
 pub mod crypto;
-pub mod embedded_kafka;
 pub mod envelope;
 pub mod hosts;
 pub mod kafka;
@@ -12,8 +11,5 @@ pub mod routing;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
-
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 
 pub use config::Config;

@@ -16,7 +16,7 @@ use tributary_common::Config;
 use tributary_common::envelope::{Envelope, EventKind};
 use tributary_common::kafka::envelope_headers;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::testing::{MockKafka, TestDatabase, test_secret_key_base64};
+use tributary_devkit::{MockKafka, TestDatabase, test_secret_key_base64};
 use tributary_processor::{Context, HandlerError, Processor};
 
 const TOPIC: &str = "bench.events";

@@ -9,7 +9,6 @@ pub mod metrics;
 pub mod payload;
 pub mod processor;
 mod runtime;
-pub mod simulator;
 pub mod state;
 
 pub use context::Context;

@@ -10,10 +10,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tributary_common::connect::SharedSecret;
-use tributary_common::connect::qsh;
-use tributary_common::connect::token::{now_unix, sign_hs256};
-use tributary_common::testing::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, forge_token};
+use tributary_common::connect::token::now_unix;
+use tributary_devkit::token::INSTALL_USER;
+use tributary_devkit::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, Token};
 
 use crate::ingest::{Ingest, Raw, SiteTenant};
 use crate::world::{APP_BASE_URL, APP_KEY, KID};
@@ -256,44 +255,40 @@ impl Case {
             lit if lit.starts_with("lit:") => lit.trim_start_matches("lit:").to_string(),
             name => cast.tenant(name).client_key.clone(),
         };
-        let now = now_unix();
-        let iat = now + spec.iat;
-        let mut claims = json!({
-            "iss": issuer,
-            "iat": iat,
-            "exp": iat + spec.ttl.unwrap_or(180),
-            "context": {},
-        });
-        match spec.qsh.as_deref() {
-            None => claims["qsh"] = json!(qsh(&self.method, target, "")),
-            Some("omit") => {}
+        let mut token = Token::from_confluence(&issuer)
+            .issued_at(now_unix() + spec.iat)
+            .ttl(spec.ttl.unwrap_or(180));
+        token = match spec.qsh.as_deref() {
+            None => token.for_request(&self.method, target),
+            Some("omit") => token,
             Some(lit) if lit.starts_with("lit:") => {
-                claims["qsh"] = json!(lit.trim_start_matches("lit:"))
+                token.claim("qsh", lit.trim_start_matches("lit:"))
             }
             Some(request) => {
                 let (method, other) = request
                     .split_once(' ')
                     .unwrap_or_else(|| panic!("case `{}`: qsh is `METHOD target`", self.name));
-                claims["qsh"] = json!(qsh(method, &cast.fill_text(other), ""));
+                token.for_request(method, &cast.fill_text(other))
             }
-        }
-        match spec.aud.as_deref() {
-            Some("app") => claims["aud"] = json!([APP_BASE_URL]),
-            Some(aud) => claims["aud"] = json!([cast.fill_text(aud)]),
-            None if alg == "RS256" => claims["aud"] = json!([APP_BASE_URL]),
-            None => {}
-        }
+        };
+        token = match spec.aud.as_deref() {
+            Some("app") => token.claim("aud", json!([APP_BASE_URL])),
+            Some(aud) => token.claim("aud", json!([cast.fill_text(aud)])),
+            None if alg == "RS256" => token.claim("aud", json!([APP_BASE_URL])),
+            None => token,
+        };
         if alg == "RS256" {
-            claims["sub"] = json!("557058:install-user");
+            token = token.claim("sub", INSTALL_USER);
         }
-        if let Some(map) = claims.as_object_mut() {
-            for (key, value) in &spec.claims {
-                if value.is_null() {
-                    map.remove(key);
-                } else {
-                    map.insert(key.clone(), cast.fill(value));
-                }
-            }
+        for (key, value) in &spec.claims {
+            token = if value.is_null() {
+                token.without(key)
+            } else {
+                token.claim(key, cast.fill(value))
+            };
+        }
+        for (key, value) in &spec.header {
+            token = token.header(key, value.clone());
         }
         match alg {
             "HS256" if spec.header.is_empty() => {
@@ -306,38 +301,21 @@ impl Case {
                     Some(lit) if lit.starts_with("lit:") => lit.trim_start_matches("lit:").into(),
                     Some(name) => cast.tenant(name).secret.clone(),
                 };
-                let mut header = json!({ "alg": "HS256", "typ": "JWT" });
                 if let Some(kid) = &spec.kid {
-                    header["kid"] = json!(kid);
+                    token = token.header("kid", kid.as_str());
                 }
-                if spec.kid.is_some() {
-                    hs256_with_header(&header, &claims, &secret)
-                } else {
-                    sign_hs256(&claims, &SharedSecret::new(secret)).expect("sign HS256")
-                }
+                token.hs256(&secret).expect("sign HS256")
             }
             "RS256" => {
                 let pem = match spec.key.as_deref() {
                     Some("install-2") => INSTALL_KEY_2,
                     _ => INSTALL_KEY_1,
                 };
-                let mut header = jsonwebtoken_header(spec.kid.as_deref().unwrap_or(KID));
-                for (key, value) in &spec.header {
-                    header[key] = value.clone();
-                }
-                rs256_with_header(&header, &claims, pem)
+                token
+                    .rs256(spec.kid.as_deref().unwrap_or(KID), pem)
+                    .expect("sign RS256")
             }
-            forged => {
-                let mut header = json!({ "alg": forged, "typ": "JWT" });
-                for (key, value) in &spec.header {
-                    header[key] = value.clone();
-                }
-                forge_token(
-                    &header,
-                    &claims,
-                    spec.signature.as_deref().unwrap_or("c2lnbmF0dXJl"),
-                )
-            }
+            forged => token.forged(forged, spec.signature.as_deref().unwrap_or("c2lnbmF0dXJl")),
         }
     }
 
@@ -434,43 +412,6 @@ impl Case {
         }
         outcome.status == self.expect.status && outcome.code == self.expect.code
     }
-}
-
-fn jsonwebtoken_header(kid: &str) -> Value {
-    json!({ "alg": "RS256", "typ": "JWT", "kid": kid })
-}
-
-fn hs256_with_header(header: &Value, claims: &Value, secret: &str) -> String {
-    sign_any_header(
-        header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-        jsonwebtoken::Algorithm::HS256,
-    )
-}
-
-fn rs256_with_header(header: &Value, claims: &Value, pem: &str) -> String {
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).expect("an RSA key");
-    sign_any_header(header, claims, &key, jsonwebtoken::Algorithm::RS256)
-}
-
-/// Signs header and claims as they are, including header fields no JWT library would
-/// write (a numeric `kid`).
-fn sign_any_header(
-    header: &Value,
-    claims: &Value,
-    key: &jsonwebtoken::EncodingKey,
-    algorithm: jsonwebtoken::Algorithm,
-) -> String {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let message = format!(
-        "{}.{}",
-        b64.encode(header.to_string()),
-        b64.encode(claims.to_string())
-    );
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), key, algorithm).expect("sign a token");
-    format!("{message}.{signature}")
 }
 
 /// Sends the head of `request` declaring `declared_length` bytes of body, then dribbles

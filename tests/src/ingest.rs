@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
-use tributary_common::connect::RequestTarget;
-use tributary_common::connect::token::now_unix;
-use tributary_common::testing::{INSTALL_KEY_1, InstallClaims, sign_from_confluence, sign_install};
+use tributary_devkit::{INSTALL_KEY_1, Token};
 
 use crate::child::Service;
 use crate::world::{APP_BASE_URL, APP_KEY, KID};
@@ -224,17 +222,10 @@ impl SiteTenant {
 
     /// An HS256 token from this site for a POST to `target`, valid three minutes.
     pub fn token(&self, target: &str) -> String {
-        sign_from_confluence(
-            &self.client_key,
-            &self.secret,
-            RequestTarget {
-                method: "POST",
-                target,
-                base_path: "",
-            },
-            now_unix(),
-            180,
-        )
+        Token::from_confluence(&self.client_key)
+            .for_request("POST", target)
+            .hs256(&self.secret)
+            .expect("sign")
     }
 
     pub fn lifecycle_body(&self, event_type: &str) -> Value {
@@ -305,19 +296,8 @@ impl SiteTenant {
 
 /// An RS256 install token as Atlassian signs them, for `target` on the app.
 pub fn install_token(client_key: &str, target: &str, audience: &str, kid: &str) -> String {
-    sign_install(
-        &InstallClaims {
-            client_key,
-            audience,
-            request: RequestTarget {
-                method: "POST",
-                target,
-                base_path: "",
-            },
-            issued_at: now_unix(),
-            ttl_seconds: 180,
-        },
-        kid,
-        INSTALL_KEY_1,
-    )
+    Token::signed_install(client_key, audience)
+        .for_request("POST", target)
+        .rs256(kid, INSTALL_KEY_1)
+        .expect("sign")
 }

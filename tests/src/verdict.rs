@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use tributary_processor::simulator::Call;
+use tributary_devkit::confluence::Call;
 
 use crate::ingest::Delivery;
 

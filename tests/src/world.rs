@@ -12,9 +12,9 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tributary_common::shutdown::Shutdown;
-use tributary_common::testing::kafka::read_topic;
-use tributary_common::testing::{INSTALL_PUB_1, KeyServer, MockKafka, test_secret_key_base64};
-use tributary_processor::simulator::{Simulator, SimulatorSettings};
+use tributary_devkit::confluence::{Simulator, SimulatorSettings};
+use tributary_devkit::kafka::read_topic;
+use tributary_devkit::{INSTALL_PUB_1, KeyServer, MockKafka, test_secret_key_base64};
 
 use crate::child::Service;
 use crate::ingest::{Ingest, SiteTenant};

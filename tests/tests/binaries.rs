@@ -1,6 +1,6 @@
 //! The real binaries start, explain themselves, load configuration and fail clearly.
 
-use tributary_common::testing::TestDatabase;
+use tributary_devkit::TestDatabase;
 use tributary_tests::run;
 
 fn text(bytes: &[u8]) -> String {
@@ -39,7 +39,7 @@ fn a_bad_setting_is_named_and_the_exit_code_is_nonzero() {
 
 #[test]
 fn config_prints_effective_settings_without_secrets() {
-    let key = tributary_common::testing::test_secret_key_base64();
+    let key = tributary_devkit::test_secret_key_base64();
     let out = run(
         "tributary",
         &["config"],
@@ -58,10 +58,8 @@ fn config_prints_effective_settings_without_secrets() {
 async fn migrate_creates_the_database_and_is_idempotent() {
     let db = TestDatabase::create().await;
     // A database that does not exist yet: `migrate` creates it.
-    let fresh_url = tributary_common::testing::replace_database(
-        &db.url,
-        &format!("{}_fresh", db_name(&db.url)),
-    );
+    let fresh_url =
+        tributary_devkit::replace_database(&db.url, &format!("{}_fresh", db_name(&db.url)));
     for _ in 0..2 {
         let out = run(
             "tributary",
@@ -87,7 +85,7 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         tributary_common::store::MIGRATOR.iter().count()
     );
     pool.close().await;
-    let admin = sqlx::PgPool::connect(&tributary_common::testing::admin_database_url())
+    let admin = sqlx::PgPool::connect(&tributary_devkit::admin_database_url())
         .await
         .expect("admin");
     sqlx::query(&format!(
@@ -103,7 +101,7 @@ async fn migrate_creates_the_database_and_is_idempotent() {
 fn tenants_list_on_an_empty_database() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let db = rt.block_on(TestDatabase::create());
-    let key = tributary_common::testing::test_secret_key_base64();
+    let key = tributary_devkit::test_secret_key_base64();
     let out = run(
         "tributary",
         &["tenants", "list"],

@@ -64,7 +64,7 @@ async fn no_acknowledged_event_is_lost_under_chaos() {
     let (mut last_called, mut idle_rounds) = (0, 0);
     while !done.load(Ordering::SeqCst) || kill_marks.len() < KILLS {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..500))).await;
-        let called = world.confluence.received();
+        let called = world.confluence.hits();
         // Everything sent is handled and a kill is still due: nothing left to kill it in.
         idle_rounds = if called == last_called {
             idle_rounds + 1
@@ -79,7 +79,7 @@ async fn no_acknowledged_event_is_lost_under_chaos() {
             processor.kill();
             // Calls the dead processor had sent are answered by now.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            kill_marks.push(world.confluence.received());
+            kill_marks.push(world.confluence.hits());
             processor = world.processor(&processor_settings);
             continue;
         }

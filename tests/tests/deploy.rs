@@ -38,7 +38,7 @@ fn resolved_compose() -> Value {
         .env("TRIBUTARY_APP_BASE_URL", "https://tunnel.example.com")
         .env(
             "TRIBUTARY_SECRET_KEY",
-            tributary_common::testing::test_secret_key_base64(),
+            tributary_devkit::test_secret_key_base64(),
         )
         .output()
         .expect("docker-compose runs");

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tributary_processor::simulator::{Fault, FaultSpan};
+use tributary_devkit::confluence::{Fault, FaultSpan};
 use tributary_tests::ingest::Raw;
 use tributary_tests::postgres::free_port;
 use tributary_tests::prometheus::Prometheus;
@@ -110,7 +110,7 @@ async fn every_dashboard_query_returns_series_from_the_running_services() {
         assert!(
             Instant::now() < deadline,
             "the processor did not call Confluence for every event: {} calls\n{}",
-            world.confluence.received(),
+            world.confluence.hits(),
             processor.log_tail(40)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_processor::simulator::{Fault, FaultSpan};
+use tributary_devkit::confluence::{Fault, FaultSpan};
 use tributary_tests::ingest::{Delivery, SiteTenant};
 use tributary_tests::verdict::{comment_calls, judge};
 use tributary_tests::world::{DLQ_TOPIC, World};

@@ -8,12 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{ConstantBuilder, Retryable};
 use serde_json::{Value, json};
-use tributary_common::connect::token::{now_unix, sign_hs256};
-use tributary_common::connect::{SharedSecret, qsh};
+use tributary_common::connect::SharedSecret;
 use tributary_common::shutdown::Shutdown;
-use tributary_processor::simulator::{Simulator, SimulatorSettings};
-
-use crate::loadgen::install_key::InstallKey;
+use tributary_devkit::confluence::{Simulator, SimulatorSettings};
+use tributary_devkit::{InstallKey, KeyServer, Token};
 
 const CLIENT_KEY: &str = "demo-site";
 const SPACE_ID: &str = "98305";
@@ -33,16 +31,20 @@ pub struct Demo {
 
 impl Demo {
     pub async fn start(app_key: &str, shutdown: Shutdown) -> anyhow::Result<Demo> {
-        let key = tokio::task::spawn_blocking(InstallKey::generate)
+        let kid = format!("demo-{}", uuid::Uuid::new_v4().simple());
+        let key = tokio::task::spawn_blocking(move || InstallKey::generate(&kid))
             .await
             .context("generating the demo install key")??;
-        let addr = key.serve(([127, 0, 0, 1], 0).into()).await?;
+        let key_server =
+            KeyServer::bind(([127, 0, 0, 1], 0).into(), &[(key.kid(), key.public_pem())])
+                .await
+                .context("starting the demo install-key server")?;
         let simulator = Simulator::start(SimulatorSettings::new(app_key), shutdown)
             .await
             .context("starting the simulated Confluence")?;
         Ok(Demo {
             key,
-            key_server: format!("http://{addr}"),
+            key_server: key_server.url(),
             simulator,
         })
     }
@@ -165,18 +167,13 @@ impl Site {
         });
         let path = "/lifecycle/installed";
         let send_install = || async {
-            let now = now_unix();
             let token = demo
                 .key
-                .sign(&json!({
-                    "iss": CLIENT_KEY,
-                    "sub": USER,
-                    "aud": [audience],
-                    "iat": now,
-                    "exp": now + 180,
-                    "qsh": qsh("POST", path, ""),
-                    "context": {},
-                }))
+                .sign(
+                    &Token::signed_install(CLIENT_KEY, audience)
+                        .claim("sub", USER)
+                        .for_request("POST", path),
+                )
                 .map_err(PostError::fatal)?;
             self.post(path, &token, &body).await
         };
@@ -219,12 +216,10 @@ impl Site {
 
     /// A token as Confluence signs webhooks and `enabled`: HS256 with the shared secret.
     fn hs256(&self, path: &str) -> anyhow::Result<String> {
-        let now = now_unix();
-        let claims = json!({
-            "iss": CLIENT_KEY, "sub": USER, "iat": now, "exp": now + 180,
-            "qsh": qsh("POST", path, ""), "context": {},
-        });
-        Ok(sign_hs256(&claims, &self.secret)?)
+        Ok(Token::from_confluence(CLIENT_KEY)
+            .claim("sub", USER)
+            .for_request("POST", path)
+            .hs256(self.secret.expose())?)
     }
 
     /// POSTs a lifecycle callback.

@@ -13,10 +13,10 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 use tributary_common::Config;
-use tributary_common::embedded_kafka::EmbeddedKafka;
 use tributary_common::shutdown::{self, Shutdown};
 use tributary_common::store::{self, Backend, Database};
 use tributary_common::telemetry;
+use tributary_devkit::EmbeddedKafka;
 use tributary_processor::Processor;
 
 use demo::Demo;

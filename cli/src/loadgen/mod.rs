@@ -2,7 +2,6 @@
 //! and reports throughput and latency percentiles of the ingest's answers (and, with
 //! `--processor-metrics`, end-to-end latency as the processor measured it).
 
-pub(crate) mod install_key;
 mod prometheus_text;
 mod tenants;
 mod traffic;
@@ -15,9 +14,9 @@ use anyhow::Context;
 use clap::Args;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use install_key::InstallKey;
 use tenants::Installer;
 use traffic::{Outcome, Traffic};
+use tributary_devkit::{InstallKey, KeyServer};
 
 #[derive(Args, Debug)]
 pub struct LoadgenArgs {
@@ -71,9 +70,14 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let tenants = if args.bare {
         vec![tenants::LoadTenant::placeholder()]
     } else {
-        let key = InstallKey::generate()?;
-        let addr = key.serve(args.key_server_listen).await?;
-        eprintln!("key server on http://{addr} (kid {})", key.kid);
+        let kid = format!("loadgen-{}", uuid::Uuid::new_v4().simple());
+        let key = tokio::task::spawn_blocking(move || InstallKey::generate(&kid))
+            .await
+            .context("generating the install key")??;
+        let server = KeyServer::bind(args.key_server_listen, &[(key.kid(), key.public_pem())])
+            .await
+            .with_context(|| format!("binding the key server on {}", args.key_server_listen))?;
+        eprintln!("key server on {} (kid {})", server.url(), key.kid());
         let audience = args.app_base_url.clone().unwrap_or_else(|| target.clone());
         let installer = Installer {
             http: &http,

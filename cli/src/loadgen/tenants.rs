@@ -2,10 +2,8 @@
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use tributary_common::connect::token::now_unix;
-use tributary_common::connect::{SharedSecret, qsh};
-
-use super::install_key::InstallKey;
+use tributary_common::connect::SharedSecret;
+use tributary_devkit::{InstallKey, Token};
 
 /// A tenant the load generator installed, with the secret it chose.
 #[derive(Clone)]
@@ -41,15 +39,9 @@ impl Installer<'_> {
             uuid::Uuid::new_v4().simple()
         );
         let path = "/lifecycle/installed";
-        let now = now_unix();
-        let token = self.key.sign(&json!({
-            "iss": client_key,
-            "aud": [self.audience],
-            "iat": now,
-            "exp": now + 180,
-            "qsh": qsh("POST", path, ""),
-            "context": {},
-        }))?;
+        let token = self
+            .key
+            .sign(&Token::signed_install(&client_key, self.audience).for_request("POST", path))?;
         let body = json!({
             "key": self.app_key,
             "clientKey": client_key,

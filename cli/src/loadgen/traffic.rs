@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tributary_common::connect::qsh;
-use tributary_common::connect::token::{now_unix, sign_hs256};
+use tributary_devkit::Token;
 
 use super::tenants::LoadTenant;
 
@@ -115,13 +114,10 @@ impl Traffic {
     async fn send_one(&self, n: u64) -> String {
         let tenant = &self.tenants[(n as usize) % self.tenants.len()];
         let path = format!("/webhooks/{}", self.event);
-        // Signed as Confluence signs webhooks: iss is the tenant's clientKey.
-        let now = now_unix();
-        let claims = json!({
-            "iss": tenant.client_key, "iat": now, "exp": now + 180,
-            "qsh": qsh("POST", &path, ""), "context": {},
-        });
-        let Ok(token) = sign_hs256(&claims, &tenant.shared_secret) else {
+        let Ok(token) = Token::from_confluence(&tenant.client_key)
+            .for_request("POST", &path)
+            .hs256(tenant.shared_secret.expose())
+        else {
             return "sign-error".into();
         };
         let now_ms = chrono::Utc::now().timestamp_millis();

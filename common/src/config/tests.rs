@@ -28,7 +28,7 @@ fn defaults_load_and_every_documented_name_exists() {
 
 #[test]
 fn environment_overrides_with_types_and_lists() {
-    let key = crate::testing::test_secret_key_base64();
+    let key = tributary_devkit::test_secret_key_base64();
     let config = Config::load_from(
         None,
         env(&[

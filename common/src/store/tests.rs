@@ -5,8 +5,14 @@ use sqlx::Row;
 
 use super::*;
 use crate::connect::{LifecycleEventType, LifecyclePayload};
-use crate::testing::test_keyring;
+use crate::crypto::SecretKeyring;
 use crate::with_database;
+
+/// The devkit's test key as this crate's keyring (the devkit's own `test_keyring` is of the
+/// library build of this crate, another type inside its unit tests).
+fn test_keyring() -> SecretKeyring {
+    SecretKeyring::new(tributary_devkit::TEST_SECRET_KEY, &[])
+}
 
 /// A `#[tokio::test]` per backend for each named `async fn(&Database)`.
 macro_rules! on_both_backends {
@@ -15,7 +21,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let db = crate::testing::TestDatabase::create().await;
+                    let db = tributary_devkit::TestDatabase::create().await;
                     super::$name(&db.pool.clone().into()).await;
                 }
             )*
@@ -24,8 +30,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let db = crate::testing::TestSqlite::create().await;
-                    super::$name(&db.db).await;
+                    let db = tributary_devkit::TestSqlite::create().await;
+                    super::$name(&db.pool.clone().into()).await;
                 }
             )*
         }

@@ -4,7 +4,7 @@ use chrono_free::is_rfc3339_millis;
 use rdkafka::Message;
 use serde_json::Value;
 use tributary_common::store::{TenantStatus, TenantStore};
-use tributary_common::testing::test_keyring;
+use tributary_devkit::test_keyring;
 use tributary_ingest::webhook::EVENT_ID_HEADER;
 
 use crate::harness::*;
@@ -387,7 +387,7 @@ async fn a_base_url_with_a_path_works_behind_proxies_that_strip_it_and_ones_that
         "/lifecycle/installed",
         base,
         KID,
-        tributary_common::testing::INSTALL_KEY_1,
+        tributary_devkit::INSTALL_KEY_1,
     );
     let body = install_body(&tenant, "installed");
     let installed = ingest

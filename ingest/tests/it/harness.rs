@@ -11,13 +11,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tributary_common::Config;
-use tributary_common::connect::RequestTarget;
-use tributary_common::connect::token::now_unix;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::testing::kafka::read_topic;
-use tributary_common::testing::{
-    INSTALL_KEY_1, INSTALL_PUB_1, InstallClaims, KeyServer, MockKafka, TestDatabase,
-    sign_from_confluence, sign_install, test_secret_key_base64,
+use tributary_devkit::kafka::read_topic;
+use tributary_devkit::{
+    INSTALL_KEY_1, INSTALL_PUB_1, KeyServer, MockKafka, TestDatabase, Token, test_secret_key_base64,
 };
 use tributary_ingest::IngestError;
 
@@ -116,7 +113,7 @@ impl World {
     }
 }
 
-pub use tributary_common::testing::kafka::header_text as header;
+pub use tributary_devkit::kafka::header_text as header;
 
 pub fn payload_text(message: &OwnedMessage) -> String {
     String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()
@@ -290,21 +287,10 @@ impl Tenant {
 
     /// An HS256 token for `target` (path and query), valid for three minutes.
     pub fn token(&self, target: &str) -> String {
-        sign_from_confluence(
-            &self.client_key,
-            &self.secret,
-            post_to(target),
-            now_unix(),
-            180,
-        )
-    }
-}
-
-pub fn post_to(target: &str) -> RequestTarget<'_> {
-    RequestTarget {
-        method: "POST",
-        target,
-        base_path: "",
+        Token::from_confluence(&self.client_key)
+            .for_request("POST", target)
+            .hs256(&self.secret)
+            .expect("sign")
     }
 }
 
@@ -333,17 +319,10 @@ pub fn install_token(
     kid: &str,
     key: &str,
 ) -> String {
-    sign_install(
-        &InstallClaims {
-            client_key,
-            audience,
-            request: post_to(target),
-            issued_at: now_unix(),
-            ttl_seconds: 180,
-        },
-        kid,
-        key,
-    )
+    Token::signed_install(client_key, audience)
+        .for_request("POST", target)
+        .rs256(kid, key)
+        .expect("sign")
 }
 
 /// An `installed` callback with `body`, signed by "Atlassian" for this app.

@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tributary_common::connect::token::{now_unix, sign_hs256};
-use tributary_common::connect::{SharedSecret, qsh};
-use tributary_common::testing::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, forge_token};
+use tributary_common::connect::token::now_unix;
+use tributary_devkit::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, Token};
 
 use crate::harness::*;
 
@@ -26,10 +25,6 @@ fn case(name: &'static str, request: Raw, status: u16, code: &'static str) -> Ca
     }
 }
 
-fn hs256(claims: serde_json::Value, secret: &str) -> String {
-    sign_hs256(&claims, &SharedSecret::new(secret)).expect("sign")
-}
-
 const HOOK: &str = "/webhooks/page_created";
 const MAX_BODY: usize = 64 * 1024;
 
@@ -37,14 +32,14 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
     let now = now_unix();
     let body = page_event("bad");
     let hook = |token: &str| Raw::post_bytes(HOOK, body.clone()).token(token);
-    let claims = |iat: i64, exp: i64, qsh: Option<&str>| {
-        let mut claims = json!({ "iss": known.client_key, "iat": iat, "exp": exp, "context": {} });
-        if let Some(q) = qsh {
-            claims["qsh"] = json!(q);
-        }
-        claims
+    // The known tenant's webhook token, issued at `iat` and living `ttl` seconds.
+    let token = |iat: i64, ttl: i64| {
+        Token::from_confluence(&known.client_key)
+            .issued_at(iat)
+            .ttl(ttl)
+            .for_request("POST", HOOK)
     };
-    let hook_qsh = qsh("POST", HOOK, "");
+    let sign = |token: Token, secret: &str| token.hs256(secret).expect("sign");
     let stranger = Tenant::new("stranger");
     let newcomer = Tenant::new("newcomer");
     let install = |body: serde_json::Value, token: &str| {
@@ -84,21 +79,13 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         ),
         case(
             "alg none",
-            hook(&forge_token(
-                &json!({"alg": "none"}),
-                &claims(now, now + 60, Some(&hook_qsh)),
-                "",
-            )),
+            hook(&token(now, 60).forged("none", "")),
             401,
             "unsupported_alg",
         ),
         case(
             "alg HS512",
-            hook(&forge_token(
-                &json!({"alg": "HS512"}),
-                &claims(now, now + 60, Some(&hook_qsh)),
-                "c2ln",
-            )),
+            hook(&token(now, 60).forged("HS512", "c2ln")),
             401,
             "unsupported_alg",
         ),
@@ -128,31 +115,25 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         ),
         case(
             "wrong secret",
-            hook(&hs256(claims(now, now + 60, Some(&hook_qsh)), "guessed")),
+            hook(&sign(token(now, 60), "guessed")),
             401,
             "bad_signature",
         ),
         case(
             "expired",
-            hook(&hs256(
-                claims(now - 600, now - 300, Some(&hook_qsh)),
-                &known.secret,
-            )),
+            hook(&sign(token(now - 600, 300), &known.secret)),
             401,
             "expired",
         ),
         case(
             "issued in the future",
-            hook(&hs256(
-                claims(now + 600, now + 900, Some(&hook_qsh)),
-                &known.secret,
-            )),
+            hook(&sign(token(now + 600, 300), &known.secret)),
             401,
             "issued_in_future",
         ),
         case(
             "no qsh",
-            hook(&hs256(claims(now, now + 60, None), &known.secret)),
+            hook(&sign(token(now, 60).without("qsh"), &known.secret)),
             401,
             "missing_qsh",
         ),
@@ -171,8 +152,8 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         ),
         case(
             "context-qsh",
-            hook(&hs256(
-                claims(now, now + 60, Some("context-qsh")),
+            hook(&sign(
+                token(now, 60).claim("qsh", "context-qsh"),
                 &known.secret,
             )),
             401,

@@ -14,7 +14,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let db = tributary_common::testing::TestDatabase::create().await;
+                    let db = tributary_devkit::TestDatabase::create().await;
                     super::$name(db.pool.clone().into()).await;
                 }
             )*
@@ -23,8 +23,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let db = tributary_common::testing::TestSqlite::create().await;
-                    super::$name(db.db.clone()).await;
+                    let db = tributary_devkit::TestSqlite::create().await;
+                    super::$name(db.pool.clone().into()).await;
                 }
             )*
         }

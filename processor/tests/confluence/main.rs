@@ -1,29 +1,34 @@
-//! The Confluence REST client against a fake Confluence and authorization server on
-//! loopback.
+//! The Confluence REST client against the simulated Confluence (and its authorization
+//! server) on loopback.
 
-mod fake;
 mod limits;
 mod retries;
 mod safety;
 mod signing;
+mod site;
 mod users;
-
-use std::time::Duration;
 
 use chrono::Utc;
 use tributary_common::Config;
 use tributary_common::connect::SharedSecret;
+use tributary_common::shutdown::Shutdown;
 use tributary_common::store::{Tenant, TenantStatus};
+use tributary_devkit::confluence::{
+    Answers, AuthorizationServer, Simulator, SimulatorSettings, Verdict,
+};
 use tributary_processor::confluence::{ConfluenceClient, ConfluenceClients};
 
-use fake::{CLIENT_KEY, FakeAuthServer, FakeConfluence, IssuedTokens, OAUTH_CLIENT_ID, SECRET};
+pub const APP_KEY: &str = "com.example.tributary";
+pub const CLIENT_KEY: &str = "client-key-acme";
+pub const SECRET: &str = "a-shared-secret-of-reasonable-length-0123456789";
+pub const OAUTH_CLIENT_ID: &str = "oauth-client-acme";
 
 /// A tenant living at `base_url`.
 pub fn tenant(base_url: &str) -> Tenant {
     let now = Utc::now();
     Tenant {
         client_key: CLIENT_KEY.into(),
-        app_key: fake::APP_KEY.into(),
+        app_key: APP_KEY.into(),
         base_url: base_url.into(),
         display_url: None,
         display_url_servicedesk_help_center: None,
@@ -57,28 +62,48 @@ pub fn config(auth_url: &str, extra: &[(&str, &str)]) -> Config {
             "TRIBUTARY_OAUTH_AUTHORIZATION_SERVER_URL".to_string(),
             auth_url.to_string(),
         ),
-        ("TRIBUTARY_APP_KEY".to_string(), fake::APP_KEY.to_string()),
+        ("TRIBUTARY_APP_KEY".to_string(), APP_KEY.to_string()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load_from(None, env).expect("test configuration is valid")
 }
 
-/// A fake Confluence, a fake authorization server and a client for the tenant on them.
+/// A simulated Confluence answering `answers`, with the test tenant registered.
+pub async fn simulator(answers: Answers, stop: &Shutdown) -> Simulator {
+    let simulator = Simulator::start(
+        SimulatorSettings::new(APP_KEY).answering(answers),
+        stop.clone(),
+    )
+    .await
+    .expect("the simulated Confluence starts");
+    simulator.register(CLIENT_KEY, SECRET);
+    simulator.set_oauth_client_id(CLIENT_KEY, OAUTH_CLIENT_ID);
+    simulator
+}
+
+/// A simulated Confluence, its authorization server and a client for the tenant on them.
 pub struct Harness {
-    pub confluence: FakeConfluence,
-    pub auth: FakeAuthServer,
+    pub confluence: Simulator,
+    pub auth: AuthorizationServer,
     pub client: ConfluenceClient,
+    stop: Shutdown,
 }
 
 impl Harness {
+    /// Against a simulator that echoes what it receives.
     pub async fn start(extra: &[(&str, &str)]) -> Harness {
-        Self::start_with_grant_delay(extra, Duration::ZERO).await
+        Harness::answering(Answers::Echo, extra).await
     }
 
-    pub async fn start_with_grant_delay(extra: &[(&str, &str)], grant_delay: Duration) -> Harness {
-        let issued = IssuedTokens::default();
-        let confluence = FakeConfluence::start(issued.clone()).await;
-        let auth = FakeAuthServer::start(issued, confluence.base_url(), grant_delay).await;
+    /// Against a simulated site with content.
+    pub async fn on_site(extra: &[(&str, &str)]) -> Harness {
+        Harness::answering(Answers::Site, extra).await
+    }
+
+    async fn answering(answers: Answers, extra: &[(&str, &str)]) -> Harness {
+        let stop = Shutdown::new();
+        let confluence = simulator(answers, &stop).await;
+        let auth = confluence.authorization_server();
         let clients = ConfluenceClients::from_config(&config(&auth.url(), extra))
             .expect("clients from configuration");
         let client = clients
@@ -88,19 +113,26 @@ impl Harness {
             confluence,
             auth,
             client,
+            stop,
         }
     }
 
-    /// Panics unless every request the fake received passed its checks.
+    /// Panics unless every request the simulator received passed its checks.
     pub fn assert_all_verified(&self) {
-        for received in self.confluence.received() {
+        for call in self.confluence.calls() {
             assert_eq!(
-                received.verdict,
-                Ok(()),
-                "{} {} was refused by the fake Confluence",
-                received.method,
-                received.target
+                call.verdict,
+                Verdict::Accepted,
+                "{} {} was refused by the simulated Confluence",
+                call.method,
+                call.target
             );
         }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

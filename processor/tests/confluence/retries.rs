@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tributary_processor::confluence::{ApiRequest, ConfluenceError};
 
 use crate::Harness;
-use crate::fake::Scripted;
+use tributary_devkit::confluence::Scripted;
 
 #[tokio::test(start_paused = true)]
 async fn a_429_waits_at_least_retry_after_then_succeeds() {

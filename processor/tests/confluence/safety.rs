@@ -4,16 +4,19 @@ use serde_json::Value;
 use tributary_common::connect::SharedSecret;
 use tributary_processor::confluence::{ApiRequest, ConfluenceClients, ConfluenceError};
 
-use crate::fake::{FakeConfluence, SECRET, Scripted};
-use crate::{Harness, config, tenant};
+use tributary_common::shutdown::Shutdown;
+use tributary_devkit::confluence::{Answers, Scripted};
+
+use crate::{Harness, SECRET, config, simulator, tenant};
 
 #[tokio::test]
 async fn a_redirect_to_another_host_is_refused_before_anything_is_sent_there() {
     let harness = Harness::start(&[]).await;
-    let elsewhere = FakeConfluence::start(Default::default()).await;
+    let stop = Shutdown::new();
+    let elsewhere = simulator(Answers::Echo, &stop).await;
     let location = format!(
         "http://localhost:{}/wiki/rest/api/content/1",
-        elsewhere.addr.port()
+        elsewhere.addr().port()
     );
     harness
         .confluence
@@ -68,15 +71,19 @@ async fn a_tenant_base_url_outside_the_allowlist_is_refused_before_anything_is_s
 #[tokio::test]
 async fn a_path_cannot_point_the_request_at_another_host() {
     let harness = Harness::start(&[]).await;
-    let elsewhere = FakeConfluence::start(Default::default()).await;
+    let stop = Shutdown::new();
+    let elsewhere = simulator(Answers::Echo, &stop).await;
     for path in [
-        format!("//127.0.0.1:{}/wiki/rest/api/space", elsewhere.addr.port()),
+        format!(
+            "//127.0.0.1:{}/wiki/rest/api/space",
+            elsewhere.addr().port()
+        ),
         format!(
             "http://127.0.0.1:{}/wiki/rest/api/space",
-            elsewhere.addr.port()
+            elsewhere.addr().port()
         ),
         "/rest/../../../other".to_string(),
-        format!("@127.0.0.1:{}/x", elsewhere.addr.port()),
+        format!("@127.0.0.1:{}/x", elsewhere.addr().port()),
     ] {
         let error = harness
             .client

@@ -4,10 +4,10 @@ use serde_json::{Value, json};
 use tributary_processor::confluence::{ApiRequest, NewPage, PageUpdate};
 
 use crate::Harness;
-use crate::fake::{Caller, Scripted};
+use tributary_devkit::confluence::{Caller, Scripted};
 
 #[tokio::test]
-async fn a_get_and_a_post_with_awkward_queries_pass_the_fakes_checks() {
+async fn a_get_and_a_post_with_awkward_queries_pass_the_simulators_checks() {
     let harness = Harness::start(&[]).await;
 
     let echo: Value = harness
@@ -42,7 +42,7 @@ async fn a_get_and_a_post_with_awkward_queries_pass_the_fakes_checks() {
     assert_eq!(echo["body"]["title"], "Grüße");
 
     harness.assert_all_verified();
-    let received = harness.confluence.received();
+    let received = harness.confluence.calls();
     assert_eq!(received.len(), 2);
     assert!(received.iter().all(|r| r.caller == Caller::App));
     assert_eq!(
@@ -177,7 +177,7 @@ async fn typed_helpers_send_the_expected_calls() {
     harness.assert_all_verified();
     let calls: Vec<(String, String)> = harness
         .confluence
-        .received()
+        .calls()
         .iter()
         .map(|r| (r.method.clone(), r.target.clone()))
         .collect();
@@ -204,7 +204,7 @@ async fn typed_helpers_send_the_expected_calls() {
 
     let bodies: Vec<Value> = harness
         .confluence
-        .received()
+        .calls()
         .iter()
         .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
         .collect();
@@ -257,7 +257,7 @@ async fn requests_and_their_durations_are_counted() {
 }
 
 #[tokio::test]
-async fn the_fake_refuses_a_token_signed_with_another_secret() {
+async fn the_simulator_refuses_a_token_signed_with_another_secret() {
     let harness = Harness::start(&[]).await;
     let clients = tributary_processor::confluence::ConfluenceClients::from_config(&crate::config(
         &harness.auth.url(),
@@ -276,7 +276,7 @@ async fn the_fake_refuses_a_token_signed_with_another_secret() {
         .expect_err("bad signature");
     assert_eq!(error.status(), Some(401));
     assert!(!error.is_transient());
-    let received = harness.confluence.received();
+    let received = harness.confluence.calls();
     assert_eq!(received.len(), 1, "401 is not retried");
-    assert!(received[0].verdict.is_err());
+    assert!(!received[0].verdict.is_accepted());
 }

@@ -6,13 +6,15 @@ use serde_json::Value;
 use tributary_common::connect::SharedSecret;
 use tributary_processor::confluence::{ConfluenceClients, ConfluenceError};
 
-use crate::fake::{Caller, SECRET};
-use crate::{Harness, config, tenant};
+use tributary_devkit::confluence::Caller;
+
+use crate::{Harness, SECRET, config, tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_calls_as_one_user_make_one_token_request() {
     // The grant is held long enough for every caller to arrive while it is in flight.
-    let harness = Harness::start_with_grant_delay(&[], Duration::from_millis(300)).await;
+    let harness = Harness::start(&[]).await;
+    harness.auth.set_delay(Duration::from_millis(300));
     let alice = harness.client.as_user("557058:alice");
     let calls = (0..20).map(|i| {
         let alice = alice.clone();
@@ -27,7 +29,7 @@ async fn twenty_concurrent_calls_as_one_user_make_one_token_request() {
     }
     assert_eq!(harness.auth.requests(), 1, "one grant for twenty calls");
     assert_eq!(harness.auth.grants(), vec![Ok("557058:alice".to_string())]);
-    let received = harness.confluence.received();
+    let received = harness.confluence.calls();
     assert_eq!(received.len(), 20);
     assert!(
         received
@@ -66,7 +68,7 @@ async fn each_user_and_scope_set_gets_its_own_token_and_the_app_needs_none() {
     assert!(harness.auth.grants().iter().all(Result::is_ok));
     assert_eq!(bob.acting_user(), Some("557058:bob"));
     assert_eq!(bob.as_app().acting_user(), None);
-    let received = harness.confluence.received();
+    let received = harness.confluence.calls();
     assert_eq!(received.last().map(|r| r.caller.clone()), Some(Caller::App));
     harness.assert_all_verified();
 }

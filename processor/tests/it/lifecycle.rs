@@ -9,7 +9,7 @@ use serde_json::json;
 use tributary_common::connect::{LifecycleEventType, LifecyclePayload};
 use tributary_common::envelope::{Envelope, EventKind};
 use tributary_common::store::{TenantStatus, TenantStore};
-use tributary_common::testing::test_keyring;
+use tributary_devkit::test_keyring;
 use tributary_processor::builtin::TENANT_STATE;
 use tributary_processor::{Context, Processor};
 

@@ -15,7 +15,7 @@ use tributary_common::Config;
 use tributary_common::envelope::{Envelope, EventKind};
 use tributary_common::kafka::envelope_headers;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::testing::{MockKafka, TestDatabase, test_secret_key_base64};
+use tributary_devkit::{MockKafka, TestDatabase, test_secret_key_base64};
 use tributary_processor::{ProcessorBuilder, ProcessorError, ProcessorStatus};
 
 pub const TOPIC: &str = "events";
@@ -114,11 +114,7 @@ impl Harness {
     pub async fn dead_letters(&self) -> Vec<OwnedMessage> {
         let bootstrap = self.kafka.bootstrap_servers().to_string();
         tokio::task::spawn_blocking(move || {
-            tributary_common::testing::kafka::read_all(
-                &bootstrap,
-                DLQ_TOPIC,
-                Duration::from_secs(10),
-            )
+            tributary_devkit::kafka::read_all(&bootstrap, DLQ_TOPIC, Duration::from_secs(10))
         })
         .await
         .expect("reader")
@@ -211,4 +207,4 @@ pub async fn handled_count(pool: &PgPool, handler: &str) -> i64 {
         .expect("count handled events")
 }
 
-pub use tributary_common::testing::kafka::header_text as header;
+pub use tributary_devkit::kafka::header_text as header;

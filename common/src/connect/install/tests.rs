@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::connect::keys::InstallKeyProvider;
-use crate::testing::{
-    INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, InstallClaims, KeyServer, sign_install,
-};
+use tributary_devkit::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, KeyServer, Token};
 
 const APP: &str = "https://app.example.com";
 const INSTALLED: RequestTarget<'static> = RequestTarget {
@@ -22,17 +20,20 @@ fn verifier(servers: Vec<String>) -> InstallVerifier {
 }
 
 fn token(client_key: &str, audience: &str, kid: &str, key: &str) -> String {
-    sign_install(
-        &InstallClaims {
-            client_key,
-            audience,
-            request: INSTALLED,
-            issued_at: now_unix(),
-            ttl_seconds: 180,
-        },
-        kid,
-        key,
-    )
+    signed_install(client_key, audience, INSTALLED, kid, key)
+}
+
+fn signed_install(
+    client_key: &str,
+    audience: &str,
+    request: RequestTarget<'_>,
+    kid: &str,
+    key: &str,
+) -> String {
+    Token::signed_install(client_key, audience)
+        .for_request(request.method, request.target)
+        .rs256(kid, key)
+        .expect("sign")
 }
 
 #[tokio::test]
@@ -157,17 +158,13 @@ async fn audience_issuer_signature_and_qsh_are_checked() {
         .await,
         Err("unknown_kid")
     );
-    let for_uninstall = sign_install(
-        &InstallClaims {
-            client_key: "tenant-a",
-            audience: APP,
-            request: RequestTarget {
-                method: "POST",
-                target: "/lifecycle/uninstalled",
-                base_path: "",
-            },
-            issued_at: now_unix(),
-            ttl_seconds: 180,
+    let for_uninstall = signed_install(
+        "tenant-a",
+        APP,
+        RequestTarget {
+            method: "POST",
+            target: "/lifecycle/uninstalled",
+            base_path: "",
         },
         "kid-1",
         INSTALL_KEY_1,
@@ -178,7 +175,11 @@ async fn audience_issuer_signature_and_qsh_are_checked() {
 #[tokio::test]
 async fn an_hs256_install_is_refused() {
     let verifier = verifier(vec!["http://127.0.0.1:9".to_string()]);
-    let hs = crate::testing::sign_from_confluence("tenant-a", "secret", INSTALLED, now_unix(), 60);
+    let hs = Token::from_confluence("tenant-a")
+        .for_request(INSTALLED.method, INSTALLED.target)
+        .ttl(60)
+        .hs256("secret")
+        .expect("sign");
     let err = verifier
         .verify(&hs, INSTALLED, "tenant-a")
         .await

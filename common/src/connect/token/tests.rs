@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::testing::{INSTALL_KEY_1, forge_token, sign_from_confluence};
+use tributary_devkit::{INSTALL_KEY_1, Token};
 
 const SECRET: &str = "tenant-secret-0123456789";
 const WEBHOOK: RequestTarget<'static> = RequestTarget {
@@ -19,6 +19,22 @@ impl SecretLookup for Secrets {
     async fn shared_secret(&self, client_key: &str) -> Result<Option<SharedSecret>, AuthError> {
         Ok(self.0.get(client_key).cloned())
     }
+}
+
+/// An HS256 token from `client_key` for `request`, issued at `issued_at`.
+fn sign_from_confluence(
+    client_key: &str,
+    secret: &str,
+    request: RequestTarget<'_>,
+    issued_at: i64,
+    ttl_seconds: i64,
+) -> String {
+    Token::from_confluence(client_key)
+        .for_request(request.method, request.target)
+        .issued_at(issued_at)
+        .ttl(ttl_seconds)
+        .hs256(secret)
+        .expect("sign")
 }
 
 fn lookup() -> Secrets {
@@ -51,12 +67,10 @@ async fn a_token_signed_by_the_tenant_validates() {
 
 #[tokio::test]
 async fn alg_none_is_refused() {
-    let now = now_unix();
-    let token = forge_token(
-        &json!({"alg": "none", "typ": "JWT"}),
-        &json!({"iss": "tenant-a", "iat": now, "exp": now + 60, "qsh": qsh("POST", WEBHOOK.target, "")}),
-        "",
-    );
+    let token = Token::from_confluence("tenant-a")
+        .for_request("POST", WEBHOOK.target)
+        .ttl(60)
+        .forged("none", "");
     assert_eq!(
         code(verify(&token, QshPolicy::RequestOnly, 30).await),
         "unsupported_alg"
@@ -65,17 +79,11 @@ async fn alg_none_is_refused() {
 
 #[tokio::test]
 async fn an_rs256_token_where_hs256_is_expected_is_refused() {
-    let token = crate::testing::sign_install(
-        &crate::testing::InstallClaims {
-            client_key: "tenant-a",
-            audience: "https://app.example.com",
-            request: WEBHOOK,
-            issued_at: now_unix(),
-            ttl_seconds: 60,
-        },
-        "kid-1",
-        INSTALL_KEY_1,
-    );
+    let token = Token::signed_install("tenant-a", "https://app.example.com")
+        .for_request(WEBHOOK.method, WEBHOOK.target)
+        .ttl(60)
+        .rs256("kid-1", INSTALL_KEY_1)
+        .expect("sign");
     assert_eq!(
         code(verify(&token, QshPolicy::RequestOnly, 30).await),
         "unsupported_alg"

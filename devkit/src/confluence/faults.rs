@@ -1,33 +1,78 @@
-//! Planned misbehaviour: what the next requests get instead of an answer.
+//! Planned misbehaviour: what the next requests get instead of the usual answer.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+
+/// A canned answer: a status, headers and a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scripted {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Scripted {
+    pub fn status(status: u16) -> Scripted {
+        Scripted {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Scripted {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Scripted {
+        self.body = body.into();
+        self
+    }
+
+    pub fn json(status: u16, body: serde_json::Value) -> Scripted {
+        Scripted::status(status)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    }
+
+    /// An error as Confluence answers it, with `Retry-After: seconds` when given.
+    pub fn confluence_error(status: u16, retry_after: Option<u64>) -> Scripted {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let answer = Scripted::json(
+            status,
+            super::error_body(code, code.canonical_reason().unwrap_or("unavailable")),
+        );
+        match retry_after {
+            Some(seconds) => answer.header("retry-after", &seconds.to_string()),
+            None => answer,
+        }
+    }
+}
+
 /// One way of misbehaving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// Answer `status` (429, 503, ...) with `Retry-After: seconds` when given.
-    Status {
-        status: u16,
-        retry_after: Option<u64>,
-    },
+    /// Answer this instead.
+    Answer(Scripted),
     /// Hold the request without answering until the client gives up.
     Hang,
 }
 
 impl Fault {
+    /// 429 with `Retry-After`, as Confluence rate-limits a tenant's burst.
     pub fn rate_limited(retry_after_seconds: u64) -> Fault {
-        Fault::Status {
-            status: 429,
-            retry_after: Some(retry_after_seconds),
-        }
+        Fault::Answer(
+            Scripted::confluence_error(429, Some(retry_after_seconds))
+                .header("ratelimit-reason", "tenant-burst"),
+        )
     }
 
+    /// 503, with `Retry-After` when given.
     pub fn unavailable(retry_after_seconds: Option<u64>) -> Fault {
-        Fault::Status {
-            status: 503,
-            retry_after: retry_after_seconds,
-        }
+        Fault::Answer(Scripted::confluence_error(503, retry_after_seconds))
     }
 }
 
@@ -75,13 +120,13 @@ impl FaultPlan {
                 Remaining::Requests(0) => {}
                 Remaining::Requests(n) => {
                     *n -= 1;
-                    return Some(*fault);
+                    return Some(fault.clone());
                 }
                 Remaining::NotStarted(duration) => {
                     *remaining = Remaining::Until(now + *duration);
-                    return Some(*fault);
+                    return Some(fault.clone());
                 }
-                Remaining::Until(until) if now < *until => return Some(*fault),
+                Remaining::Until(until) if now < *until => return Some(fault.clone()),
                 Remaining::Until(_) => {}
             }
             self.planned.pop_front();

@@ -1,13 +1,15 @@
-//! The SQLite counterpart of [`super::TestDatabase`]: a migrated database in a file of one
+//! The SQLite counterpart of [`crate::TestDatabase`]: a migrated database in a file of one
 //! test's own, deleted when the value is dropped.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::store::{self, Database};
+use sqlx::SqlitePool;
+use tributary_common::store::{self, Database};
 
 pub struct TestSqlite {
-    pub db: Database,
+    /// The pool (`.into()` makes it a store `Database`).
+    pub pool: SqlitePool,
     pub url: String,
     pub path: PathBuf,
 }
@@ -24,7 +26,10 @@ impl TestSqlite {
             .await
             .expect("open a SQLite test database");
         store::migrate(&db).await.expect("SQLite migrations apply");
-        TestSqlite { db, url, path }
+        let Database::Sqlite(pool) = db else {
+            panic!("a sqlite: URL opens a SQLite database");
+        };
+        TestSqlite { pool, url, path }
     }
 }
 

@@ -12,7 +12,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::embedded_kafka::EmbeddedKafka;
+use super::EmbeddedKafka;
 
 pub struct MockKafka {
     cluster: EmbeddedKafka,
@@ -137,9 +137,9 @@ pub fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<OwnedMes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Envelope, EventKind};
-    use crate::kafka::{envelope_from_message, envelope_headers};
     use rdkafka::producer::{FutureProducer, FutureRecord};
+    use tributary_common::envelope::{Envelope, EventKind};
+    use tributary_common::kafka::{envelope_from_message, envelope_headers};
 
     #[tokio::test]
     async fn envelopes_survive_a_trip_through_the_mock_broker() {
