@@ -7,8 +7,10 @@
 //! in their tests only.
 
 pub mod confluence;
+pub mod harness;
 pub mod install_keys;
 pub mod kafka;
+mod pg_cluster;
 mod postgres;
 mod secret_key;
 mod sqlite;
@@ -18,6 +20,7 @@ pub use install_keys::{
     INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, INSTALL_PUB_2, InstallKey, KeyServer,
 };
 pub use kafka::{EmbeddedKafka, MockKafka};
+pub use pg_cluster::{PgCluster, free_port};
 pub use postgres::{TestDatabase, admin_database_url, replace_database};
 pub use secret_key::{TEST_SECRET_KEY, test_keyring, test_secret_key_base64};
 pub use sqlite::TestSqlite;

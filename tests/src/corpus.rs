@@ -11,11 +11,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tributary_common::connect::token::now_unix;
+use tributary_devkit::harness::{APP_BASE_URL, APP_KEY, Ingest, KID, Raw, Tenant};
 use tributary_devkit::token::INSTALL_USER;
 use tributary_devkit::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, Token};
-
-use crate::ingest::{Ingest, Raw, SiteTenant};
-use crate::world::{APP_BASE_URL, APP_KEY, KID};
 
 #[derive(Debug, Deserialize)]
 pub struct Corpus {
@@ -156,11 +154,11 @@ impl Corpus {
 
 /// The tenants a corpus run refers to by name.
 pub struct Cast {
-    pub tenants: HashMap<&'static str, SiteTenant>,
+    pub tenants: HashMap<&'static str, Tenant>,
 }
 
 impl Cast {
-    fn tenant(&self, name: &str) -> &SiteTenant {
+    fn tenant(&self, name: &str) -> &Tenant {
         self.tenants
             .get(name)
             .unwrap_or_else(|| panic!("the corpus names an unknown tenant `{name}`"))
@@ -349,7 +347,7 @@ impl Case {
         } else if placement == "query" {
             target = format!("{target}?jwt={}", token.as_deref().unwrap_or(""));
         }
-        let mut raw = Raw::post(&target, self.body(cast));
+        let mut raw = Raw::post_bytes(&target, self.body(cast));
         raw.method = self.method.parse().expect("a method");
         if let Some(token) = &token {
             raw = match placement.as_str() {
@@ -385,9 +383,9 @@ impl Case {
         if let Some(slow) = &self.slow_body {
             return send_slowly(ingest.addr, &request, slow).await;
         }
-        match ingest.send(&request).await {
+        match ingest.try_send(&request).await {
             Ok(answer) => Outcome {
-                status: Some(answer.status),
+                status: Some(answer.status().as_u16()),
                 code: Some(answer.code()).filter(|c| !c.is_empty()),
                 closed: false,
             },

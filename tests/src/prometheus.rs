@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::postgres::free_port;
+use tributary_devkit::free_port;
 
 pub struct Prometheus {
     pub port: u16,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use tributary_devkit::confluence::Call;
 
-use crate::ingest::Delivery;
+use tributary_devkit::harness::Delivery;
 
 /// Successful comment calls per event id, as (arrival position) lists.
 pub fn comment_calls(calls: &[Call]) -> HashMap<String, Vec<u64>> {

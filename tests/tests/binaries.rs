@@ -1,7 +1,7 @@
 //! The real binaries start, explain themselves, load configuration and fail clearly.
 
 use tributary_devkit::TestDatabase;
-use tributary_tests::run;
+use tributary_devkit::harness::run;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

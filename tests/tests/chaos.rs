@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tributary_tests::ingest::Delivery;
+use tributary_devkit::harness::Delivery;
 use tributary_tests::verdict::{comment_calls, judge};
-use tributary_tests::world::World;
+use tributary_tests::world::{self, start_processor, tenant_lists, wait_handled};
 
 const TENANTS: usize = 50;
 const PER_TENANT: u64 = 200;
@@ -22,11 +22,15 @@ const KILLS: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_event_is_lost_under_chaos() {
-    let world = World::start(6).await;
-    let ingest = Arc::new(world.ingest(&[("INGEST_MAX_IN_FLIGHT", "256")]).await);
+    let world = world::start(6).await;
+    let ingest = Arc::new(
+        world
+            .ingest(&[("TRIBUTARY_INGEST_MAX_IN_FLIGHT", "256")])
+            .await,
+    );
     let tenants = world.install_tenants(&ingest, "chaos", TENANTS).await;
-    let processor_settings = [("PROCESSOR_CONCURRENCY", "32")];
-    let mut processor = world.processor(&processor_settings);
+    let processor_settings = [("TRIBUTARY_PROCESSOR_CONCURRENCY", "32")];
+    let mut processor = start_processor(&world, &processor_settings);
 
     let total = TENANTS as u64 * PER_TENANT;
     let done = Arc::new(AtomicBool::new(false));
@@ -80,7 +84,7 @@ async fn no_acknowledged_event_is_lost_under_chaos() {
             // Calls the dead processor had sent are answered by now.
             tokio::time::sleep(Duration::from_millis(300)).await;
             kill_marks.push(world.confluence.hits());
-            processor = world.processor(&processor_settings);
+            processor = start_processor(&world, &processor_settings);
             continue;
         }
         if done.load(Ordering::SeqCst) {
@@ -109,10 +113,8 @@ async fn no_acknowledged_event_is_lost_under_chaos() {
     let retried = deliveries.iter().filter(|d| d.attempts > 1).count();
 
     let pool = world.pool().await;
-    let handled = world
-        .wait_handled(&pool, &acknowledged, Duration::from_secs(180))
-        .await;
-    let lists = world.tenant_lists(&pool).await;
+    let handled = wait_handled(&pool, &acknowledged, Duration::from_secs(180)).await;
+    let lists = tenant_lists(&pool).await;
     let calls = world.confluence.calls();
     let per_event = comment_calls(&calls);
     let findings = judge(&deliveries, &handled, &lists, &per_event);

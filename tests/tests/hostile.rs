@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use tributary_devkit::harness::Tenant;
 use tributary_tests::corpus::{Cast, Corpus};
-use tributary_tests::ingest::SiteTenant;
-use tributary_tests::world::{EVENTS_TOPIC, World};
+use tributary_tests::world::{self, EVENTS_TOPIC};
 
 /// Every kind of hostile input the corpus must cover.
 const KINDS: &[&str] = &[
@@ -42,27 +42,29 @@ async fn every_hostile_request_gets_its_documented_answer_and_nothing_is_publish
         assert!(kinds.contains(kind), "the corpus has no `{kind}` case");
     }
 
-    let world = World::start(2).await;
+    let world = world::start(2).await;
     let ingest = world.ingest(&[]).await;
     let site = world.confluence.base_url();
     let cast = Cast {
         tenants: HashMap::from([
-            ("known", SiteTenant::new("known", &site)),
-            ("other", SiteTenant::new("other", &site)),
-            ("gone", SiteTenant::new("gone", &site)),
-            ("stranger", SiteTenant::new("stranger", &site)),
-            ("newcomer", SiteTenant::new("newcomer", &site)),
+            ("known", Tenant::on_site("known", &site)),
+            ("other", Tenant::on_site("other", &site)),
+            ("gone", Tenant::on_site("gone", &site)),
+            ("stranger", Tenant::on_site("stranger", &site)),
+            ("newcomer", Tenant::on_site("newcomer", &site)),
         ]),
     };
     for name in ["known", "other", "gone"] {
         let answer = ingest.install(&cast.tenants[name]).await;
-        assert_eq!(answer.status, 204, "install {name}: {}", answer.body);
+        assert_eq!(answer.status(), 204, "install {name}: {}", answer.text());
     }
-    let uninstalled = ingest
-        .send(&cast.tenants["gone"].uninstall_request())
-        .await
-        .expect("uninstall answered");
-    assert_eq!(uninstalled.status, 204, "uninstall: {}", uninstalled.body);
+    let uninstalled = ingest.uninstall(&cast.tenants["gone"]).await;
+    assert_eq!(
+        uninstalled.status(),
+        204,
+        "uninstall: {}",
+        uninstalled.text()
+    );
     let set_up = world.records(EVENTS_TOPIC).await.len();
     assert_eq!(set_up, 4, "three installs and an uninstall were published");
 
@@ -82,17 +84,17 @@ async fn every_hostile_request_gets_its_documented_answer_and_nothing_is_publish
         failures.len(),
         corpus.cases.len(),
         failures.join("\n"),
-        ingest.service.log_tail(30)
+        ingest.log_tail(30)
     );
 
     // The same corpus again, several times over: the ingest must not keep any of it.
-    let rss_before = ingest.service.rss_kib().expect("ingest memory");
+    let rss_before = ingest.rss_kib().expect("ingest memory");
     for _ in 0..REPEATS {
         for case in corpus.cases.iter().filter(|c| c.slow_body.is_none()) {
             case.run(&ingest, &cast).await;
         }
     }
-    let rss_after = ingest.service.rss_kib().expect("ingest memory");
+    let rss_after = ingest.rss_kib().expect("ingest memory");
 
     assert_eq!(
         world.records(EVENTS_TOPIC).await.len(),
@@ -101,13 +103,13 @@ async fn every_hostile_request_gets_its_documented_answer_and_nothing_is_publish
     );
     let known = &cast.tenants["known"];
     let still = ingest
-        .send(&known.webhook_request("page_created", &known.page_event(1)))
-        .await
-        .expect("answered");
+        .webhook(known, "page_created", &known.page_event(1))
+        .await;
     assert_eq!(
-        still.status, 204,
+        still.status(),
+        204,
         "the known tenant is untouched: {}",
-        still.body
+        still.text()
     );
     let metrics = ingest.metrics().await;
     for code in [

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use tributary_devkit::confluence::{Fault, FaultSpan};
-use tributary_tests::ingest::Raw;
-use tributary_tests::postgres::free_port;
+use tributary_devkit::free_port;
+use tributary_devkit::harness::Raw;
 use tributary_tests::prometheus::Prometheus;
-use tributary_tests::world::World;
+use tributary_tests::world::{self, start_processor};
 
 fn panel_queries() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dashboards");
@@ -39,13 +39,18 @@ fn panel_queries() -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_series_from_the_running_services() {
-    let world = World::start(2).await;
-    let ingest = world.ingest(&[("INGEST_PUBLISH_TIMEOUT_MS", "1000")]).await;
+    let world = world::start(2).await;
+    let ingest = world
+        .ingest(&[("TRIBUTARY_INGEST_PUBLISH_TIMEOUT_MS", "1000")])
+        .await;
     let processor_metrics = format!("127.0.0.1:{}", free_port());
-    let mut processor = world.processor(&[
-        ("METRICS_LISTEN", processor_metrics.as_str()),
-        ("CONFLUENCE_MAX_ATTEMPTS", "2"),
-    ]);
+    let mut processor = start_processor(
+        &world,
+        &[
+            ("TRIBUTARY_METRICS_LISTEN", processor_metrics.as_str()),
+            ("TRIBUTARY_CONFLUENCE_MAX_ATTEMPTS", "2"),
+        ],
+    );
     let prometheus = Prometheus::start(&[
         (
             "tributary-ingest",
@@ -78,23 +83,18 @@ async fn every_dashboard_query_returns_series_from_the_running_services() {
     // the event is dead-lettered.
     let gone = serde_json::json!({"page": {"id": 4040404, "title": "Gone"}}).to_string();
     let answer = ingest
-        .send(&tenants[0].webhook_request("page_created", gone.as_bytes()))
-        .await
-        .expect("ingest answers");
-    assert_eq!(answer.status, 204, "{}", answer.body);
+        .webhook(&tenants[0], "page_created", gone.as_bytes())
+        .await;
+    assert_eq!(answer.status(), 204, "{}", answer.text());
     // Rejections: a forged signature and an event the app does not subscribe to.
     let mut forged = tenants[0].clone();
     forged.secret = "not-the-secret".into();
+    let answer = ingest.webhook(&forged, "page_updated", b"{}").await;
+    assert_eq!(answer.status(), 401);
     let answer = ingest
-        .send(&forged.webhook_request("page_updated", b"{}"))
-        .await
-        .expect("answer");
-    assert_eq!(answer.status, 401);
-    let answer = ingest
-        .send(&Raw::post("/webhooks/no_such_event", b"{}".to_vec()))
-        .await
-        .expect("answer");
-    assert_eq!(answer.status, 404);
+        .send(&Raw::post_bytes("/webhooks/no_such_event", b"{}".to_vec()))
+        .await;
+    assert_eq!(answer.status(), 404);
 
     // The processor works through the stream before the broker goes away.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -119,11 +119,10 @@ async fn every_dashboard_query_returns_series_from_the_running_services() {
     // could not make durable.
     world.broker_down().await;
     let shed = ingest
-        .send(&tenants[1].webhook_request("page_updated", &tenants[1].page_event(99)))
-        .await
-        .expect("ingest answers");
+        .webhook(&tenants[1], "page_updated", &tenants[1].page_event(99))
+        .await;
     world.broker_up().await;
-    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(shed.status(), 503, "{}", shed.text());
 
     // Every panel must show data; scrapes and librdkafka's statistics take a few seconds.
     let queries = panel_queries();

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tributary_devkit::confluence::{Fault, FaultSpan};
-use tributary_tests::ingest::{Delivery, SiteTenant};
+use tributary_devkit::harness::{Delivery, Ingest, Tenant};
 use tributary_tests::verdict::{comment_calls, judge};
-use tributary_tests::world::{DLQ_TOPIC, World};
+use tributary_tests::world::{self, DLQ_TOPIC, start_processor, tenant_lists, wait_handled};
 
 /// Sends `rounds` events for each tenant, one round every `pause`, as careful senders.
 fn stream(
-    ingest: Arc<tributary_tests::ingest::Ingest>,
-    tenants: Vec<SiteTenant>,
+    ingest: Arc<Ingest>,
+    tenants: Vec<Tenant>,
     rounds: u64,
     pause: Duration,
 ) -> tokio::task::JoinHandle<Vec<Delivery>> {
@@ -31,12 +31,12 @@ fn stream(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_pauses_the_pipeline_and_loses_nothing() {
-    let world = World::start(2).await;
+    let world = world::start(2).await;
     let ingest = Arc::new(world.ingest(&[]).await);
     let mut tenants = world.install_tenants(&ingest, "outage", 6).await;
     // One tenant sends only during the outage, the others all along.
     let quiet = tenants.pop().expect("six tenants");
-    let mut processor = world.processor(&[]);
+    let mut processor = start_processor(&world, &[]);
     // Its secret is cached when the ingest first verifies one of its webhooks.
     let before = ingest.deliver(&quiet, 0, 1).await;
     assert_eq!(before.last_status, 204);
@@ -50,7 +50,7 @@ async fn a_database_outage_pauses_the_pipeline_and_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     world.stop_database().await;
     // Installs need the database: 503, try later.
-    let newcomer = SiteTenant::new("newcomer", &world.confluence.base_url());
+    let newcomer = Tenant::on_site("newcomer", &world.confluence.base_url());
     let refused = ingest.install(&newcomer).await;
     // Webhooks of known tenants keep flowing from the secret cache.
     let during = ingest.deliver(&quiet, 1, 1).await;
@@ -61,14 +61,14 @@ async fn a_database_outage_pauses_the_pipeline_and_loses_nothing() {
     deliveries.push(before);
     deliveries.push(during.clone());
     assert_eq!(
-        (refused.status, refused.code().as_str(), refused.retry_after),
         (
-            503,
-            "store_unavailable",
-            Some(tributary_tests::world::RETRY_AFTER_SECONDS)
+            refused.status().as_u16(),
+            refused.code().as_str(),
+            refused.retry_after()
         ),
+        (503, "store_unavailable", Some(world::RETRY_AFTER_SECONDS)),
         "install during the outage: {}",
-        refused.body
+        refused.text()
     );
     assert_eq!(during.last_status, 204, "a webhook during the outage");
     let acknowledged: Vec<String> = deliveries
@@ -76,13 +76,11 @@ async fn a_database_outage_pauses_the_pipeline_and_loses_nothing() {
         .filter_map(|d| d.event_id.clone())
         .collect();
     let pool = world.pool().await;
-    let handled = world
-        .wait_handled(&pool, &acknowledged, Duration::from_secs(90))
-        .await;
+    let handled = wait_handled(&pool, &acknowledged, Duration::from_secs(90)).await;
     let findings = judge(
         &deliveries,
         &handled,
-        &world.tenant_lists(&pool).await,
+        &tenant_lists(&pool).await,
         &comment_calls(&world.confluence.calls()),
     );
     println!(
@@ -117,7 +115,7 @@ async fn a_database_outage_pauses_the_pipeline_and_loses_nothing() {
         "nothing was dead-lettered"
     );
     assert_eq!(
-        ingest.install(&newcomer).await.status,
+        ingest.install(&newcomer).await.status(),
         204,
         "installs work again"
     );
@@ -125,17 +123,20 @@ async fn a_database_outage_pauses_the_pipeline_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn confluence_outages_are_waited_out_within_the_budget_and_replayed_past_it() {
-    let world = World::start(2).await;
+    let world = world::start(2).await;
     let ingest = Arc::new(world.ingest(&[]).await);
     let tenants = world.install_tenants(&ingest, "rest", 2).await;
-    let mut processor = world.processor(&[
-        ("CONFLUENCE_MAX_ATTEMPTS", "3"),
-        ("CONFLUENCE_RETRY_INITIAL_MS", "100"),
-        ("CONFLUENCE_RETRY_MAX_MS", "1000"),
-        ("PROCESSOR_MAX_ATTEMPTS", "4"),
-        ("PROCESSOR_RETRY_INITIAL_MS", "200"),
-        ("PROCESSOR_RETRY_MAX_MS", "2000"),
-    ]);
+    let mut processor = start_processor(
+        &world,
+        &[
+            ("TRIBUTARY_CONFLUENCE_MAX_ATTEMPTS", "3"),
+            ("TRIBUTARY_CONFLUENCE_RETRY_INITIAL_MS", "100"),
+            ("TRIBUTARY_CONFLUENCE_RETRY_MAX_MS", "1000"),
+            ("TRIBUTARY_PROCESSOR_MAX_ATTEMPTS", "4"),
+            ("TRIBUTARY_PROCESSOR_RETRY_INITIAL_MS", "200"),
+            ("TRIBUTARY_PROCESSOR_RETRY_MAX_MS", "2000"),
+        ],
+    );
     let pool = world.pool().await;
 
     // Within the budget: rate limited, then unavailable for a while.
@@ -151,14 +152,12 @@ async fn confluence_outages_are_waited_out_within_the_budget_and_replayed_past_i
         .expect("sender");
     let acknowledged: Vec<String> = first.iter().filter_map(|d| d.event_id.clone()).collect();
     assert_eq!(acknowledged.len(), 20);
-    let handled = world
-        .wait_handled(&pool, &acknowledged, Duration::from_secs(90))
-        .await;
+    let handled = wait_handled(&pool, &acknowledged, Duration::from_secs(90)).await;
     let calls = world.confluence.calls();
     let findings = judge(
         &first,
         &handled,
-        &world.tenant_lists(&pool).await,
+        &tenant_lists(&pool).await,
         &comment_calls(&calls),
     );
     assert!(
@@ -210,9 +209,7 @@ async fn confluence_outages_are_waited_out_within_the_budget_and_replayed_past_i
         String::from_utf8_lossy(&replay.stdout),
         String::from_utf8_lossy(&replay.stderr)
     );
-    let handled = world
-        .wait_handled(&pool, &doomed, Duration::from_secs(90))
-        .await;
+    let handled = wait_handled(&pool, &doomed, Duration::from_secs(90)).await;
     let missing: Vec<&String> = doomed
         .iter()
         .filter(|id| !handled.contains_key(*id))

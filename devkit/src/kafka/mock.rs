@@ -93,6 +93,11 @@ pub fn header_text(message: &OwnedMessage, name: &str) -> Option<String> {
     })
 }
 
+/// The payload of a record, as text.
+pub fn payload_text(message: &OwnedMessage) -> String {
+    String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()
+}
+
 /// Reads every record of `topic` on `bootstrap` (a mock or a real cluster).
 pub fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()

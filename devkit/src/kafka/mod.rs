@@ -7,4 +7,4 @@ mod embedded;
 mod mock;
 
 pub use embedded::{EmbeddedKafka, EmbeddedKafkaError};
-pub use mock::{MockKafka, header_text, read_all, read_topic};
+pub use mock::{MockKafka, header_text, payload_text, read_all, read_topic};

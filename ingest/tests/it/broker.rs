@@ -12,13 +12,13 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_down_answers_503_in_bounded_time_and_the_retry_lands() {
-    let world = World::start().await;
+    let world = world().await;
     let ingest = world.ingest(&[]).await;
     let tenant = Tenant::new("stark");
     assert_eq!(ingest.install(&tenant).await.status(), 204);
 
     world.broker_down().await;
-    let request = webhook_request(&tenant, "page_created", &page_event("retry-me"));
+    let request = tenant.webhook_request("page_created", &page_event("retry-me"));
     let started = Instant::now();
     let refused = ingest.send(&request).await;
     let waited = started.elapsed();
@@ -30,7 +30,7 @@ async fn broker_down_answers_503_in_bounded_time_and_the_retry_lands() {
             .and_then(|v| v.to_str().ok()),
         Some(RETRY_AFTER_SECONDS)
     );
-    assert_eq!(error_code(refused).await, "broker_unavailable");
+    assert_eq!(refused.code(), "broker_unavailable");
     // Generous margin: the point is that the answer is bounded by the setting, not endless.
     assert!(
         waited < Duration::from_millis(PUBLISH_TIMEOUT_MS) + Duration::from_secs(5),
@@ -65,7 +65,7 @@ async fn broker_down_answers_503_in_bounded_time_and_the_retry_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_webhooks_while_the_broker_flaps_lose_nothing_acknowledged() {
-    let world = World::start().await;
+    let world = world().await;
     let ingest = Arc::new(world.ingest(&[]).await);
     let tenant = Tenant::new("wayne");
     assert_eq!(ingest.install(&tenant).await.status(), 204);

@@ -26,7 +26,7 @@ mod chrono_free {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn install_then_webhook_puts_exactly_the_expected_record_on_the_topic() {
-    let world = World::start().await;
+    let world = world().await;
     let ingest = world.ingest(&[]).await;
     let tenant = Tenant::new("acme");
 
@@ -89,13 +89,13 @@ async fn install_then_webhook_puts_exactly_the_expected_record_on_the_topic() {
 
     // The tenant row holds the secret only encrypted.
     let row: String = sqlx::query_scalar("SELECT row_to_json(t)::text FROM tenants t")
-        .fetch_one(&world.db.pool)
+        .fetch_one(&world.pool().await)
         .await
         .expect("tenant row");
     assert!(row.contains(&tenant.client_key));
     assert!(!row.contains(&tenant.secret));
     let ciphertext: Vec<u8> = sqlx::query_scalar("SELECT secret_ciphertext FROM tenants")
-        .fetch_one(&world.db.pool)
+        .fetch_one(&world.pool().await)
         .await
         .expect("ciphertext");
     assert!(
@@ -109,7 +109,7 @@ async fn install_then_webhook_puts_exactly_the_expected_record_on_the_topic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn query_tokens_routing_rules_and_the_descriptor_agree() {
-    let world = World::start().await;
+    let world = world().await;
     let ingest = world
         .ingest(&[(
             "TRIBUTARY_INGEST_WEBHOOK_EVENTS",
@@ -142,7 +142,6 @@ async fn query_tokens_routing_rules_and_the_descriptor_agree() {
         .get("/atlassian-connect.json")
         .await
         .json()
-        .await
         .expect("descriptor JSON");
     assert_eq!(descriptor["key"], APP_KEY);
     assert_eq!(descriptor["baseUrl"], APP_BASE_URL);
@@ -171,7 +170,7 @@ async fn query_tokens_routing_rules_and_the_descriptor_agree() {
         .webhook(&tenant, "page_updated", &page_event("x"))
         .await;
     assert_eq!(refused.status(), 404);
-    assert_eq!(error_code(refused).await, "unknown_event");
+    assert_eq!(refused.code(), "unknown_event");
 
     let metrics = ingest.metrics().await;
     for expected in [
@@ -190,7 +189,7 @@ async fn query_tokens_routing_rules_and_the_descriptor_agree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rotated_secret_is_picked_up_at_once_also_by_a_replica_that_cached_the_old_one() {
-    let world = World::start().await;
+    let world = world().await;
     // A long time-to-live, so expiry cannot explain anything below.
     let long_ttl = [("TRIBUTARY_INGEST_SECRET_CACHE_TTL_SECONDS", "3600")];
     let first = world.ingest(&long_ttl).await;
@@ -211,7 +210,7 @@ async fn a_rotated_secret_is_picked_up_at_once_also_by_a_replica_that_cached_the
         .webhook(&old, "page_created", &page_event("stale"))
         .await;
     assert_eq!(refused.status(), 401);
-    assert_eq!(error_code(refused).await, "bad_signature");
+    assert_eq!(refused.code(), "bad_signature");
     let accepted = first
         .webhook(&new, "page_created", &page_event("fresh"))
         .await;
@@ -225,7 +224,7 @@ async fn a_rotated_secret_is_picked_up_at_once_also_by_a_replica_that_cached_the
             .webhook(&old, "page_viewed", &page_event("stale-second"))
             .await;
         if response.status() == 401 {
-            assert_eq!(error_code(response).await, "bad_signature");
+            assert_eq!(response.code(), "bad_signature");
             refused_by_second = true;
             break;
         }
@@ -247,9 +246,9 @@ async fn a_rotated_secret_is_picked_up_at_once_also_by_a_replica_that_cached_the
     // A rotation the second replica was never told about (written straight to the store,
     // as if the announcement had been lost): the bad signature makes it re-read the tenant.
     let newest = new.rotated();
-    let store = TenantStore::new(world.db.pool.clone(), test_keyring());
+    let store = TenantStore::new(world.pool().await, test_keyring());
     let payload = tributary_common::connect::LifecyclePayload::parse(
-        install_body(&newest, "installed").to_string().as_bytes(),
+        newest.lifecycle_body("installed").to_string().as_bytes(),
     )
     .expect("install body");
     store
@@ -284,9 +283,9 @@ async fn a_rotated_secret_is_picked_up_at_once_also_by_a_replica_that_cached_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn disabled_and_uninstalled_in_either_order_end_uninstalled() {
-    let world = World::start().await;
+    let world = world().await;
     let ingest = world.ingest(&[]).await;
-    let store = TenantStore::new(world.db.pool.clone(), test_keyring());
+    let store = TenantStore::new(world.pool().await, test_keyring());
     let a = Tenant::new("umbrella");
     let b = Tenant::new("hooli");
     for tenant in [&a, &b] {
@@ -311,7 +310,7 @@ async fn disabled_and_uninstalled_in_either_order_end_uninstalled() {
             .webhook(tenant, "page_created", &page_event("late"))
             .await;
         assert_eq!(refused.status(), 401);
-        assert_eq!(error_code(refused).await, "tenant_uninstalled");
+        assert_eq!(refused.code(), "tenant_uninstalled");
     }
     // Reinstalling brings a tenant back.
     assert_eq!(ingest.install(&b).await.status(), 204);
@@ -332,12 +331,12 @@ async fn disabled_and_uninstalled_in_either_order_end_uninstalled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn legacy_installs_only_when_enabled_and_never_over_a_known_secret() {
-    let world = World::start().await;
+    let world = world().await;
     let ingest = world
         .ingest(&[("TRIBUTARY_INGEST_ALLOW_LEGACY_INSTALLS", "true")])
         .await;
     let tenant = Tenant::new("legacy");
-    let unsigned = |t: &Tenant| Raw::post("/lifecycle/installed", &install_body(t, "installed"));
+    let unsigned = |t: &Tenant| Raw::post("/lifecycle/installed", &t.lifecycle_body("installed"));
 
     assert_eq!(
         ingest.send(&unsigned(&tenant)).await.status(),
@@ -347,20 +346,20 @@ async fn legacy_installs_only_when_enabled_and_never_over_a_known_secret() {
     let takeover = tenant.rotated();
     let refused = ingest.send(&unsigned(&takeover)).await;
     assert_eq!(refused.status(), 401);
-    assert_eq!(error_code(refused).await, "missing_token");
+    assert_eq!(refused.code(), "missing_token");
     // Signed with the new secret (the attacker's) instead of the current one.
     let forged = Raw::post(
         "/lifecycle/installed",
-        &install_body(&takeover, "installed"),
+        &takeover.lifecycle_body("installed"),
     )
     .token(&takeover.token("/lifecycle/installed"));
     let refused = ingest.send(&forged).await;
     assert_eq!(refused.status(), 401);
-    assert_eq!(error_code(refused).await, "bad_signature");
+    assert_eq!(refused.code(), "bad_signature");
     // A genuine reinstall is signed with the current secret and may carry a new one.
     let genuine = Raw::post(
         "/lifecycle/installed",
-        &install_body(&takeover, "installed"),
+        &takeover.lifecycle_body("installed"),
     )
     .token(&tenant.token("/lifecycle/installed"));
     assert_eq!(ingest.send(&genuine).await.status(), 204);
@@ -377,7 +376,7 @@ async fn legacy_installs_only_when_enabled_and_never_over_a_known_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_base_url_with_a_path_works_behind_proxies_that_strip_it_and_ones_that_do_not() {
-    let world = World::start().await;
+    let world = world().await;
     let base = "https://apps.example.com/tributary";
     let ingest = world.ingest(&[("TRIBUTARY_APP_BASE_URL", base)]).await;
     let tenant = Tenant::new("proxied");
@@ -389,7 +388,7 @@ async fn a_base_url_with_a_path_works_behind_proxies_that_strip_it_and_ones_that
         KID,
         tributary_devkit::INSTALL_KEY_1,
     );
-    let body = install_body(&tenant, "installed");
+    let body = tenant.lifecycle_body("installed");
     let installed = ingest
         .send(&Raw::post("/tributary/lifecycle/installed", &body).token(&token))
         .await;
@@ -405,7 +404,6 @@ async fn a_base_url_with_a_path_works_behind_proxies_that_strip_it_and_ones_that
         .get("/tributary/atlassian-connect.json")
         .await
         .json()
-        .await
         .expect("descriptor");
     assert_eq!(descriptor["baseUrl"], base);
     assert_eq!(world.records(EVENTS_TOPIC).await.len(), 2);

@@ -53,11 +53,11 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         KID,
         INSTALL_KEY_1,
     );
-    let mut foreign_app = install_body(&newcomer, "installed");
+    let mut foreign_app = newcomer.lifecycle_body("installed");
     foreign_app["key"] = json!("com.other.app");
-    let mut outside = install_body(&newcomer, "installed");
+    let mut outside = newcomer.lifecycle_body("installed");
     outside["baseUrl"] = json!("https://newcomer.evil.example.com/wiki");
-    let mut no_client_key = install_body(&newcomer, "installed");
+    let mut no_client_key = newcomer.lifecycle_body("installed");
     if let Some(map) = no_client_key.as_object_mut() {
         map.remove("clientKey");
     }
@@ -201,7 +201,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         case(
             "install for another app's aud",
             install(
-                install_body(&newcomer, "installed"),
+                newcomer.lifecycle_body("installed"),
                 &install_token(
                     &newcomer.client_key,
                     install_target,
@@ -215,7 +215,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         ),
         case(
             "unsigned install for a known tenant",
-            Raw::post(install_target, &install_body(&known.rotated(), "installed")),
+            Raw::post(install_target, &known.rotated().lifecycle_body("installed")),
             401,
             "missing_token",
         ),
@@ -228,7 +228,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         case(
             "install signed by another key",
             install(
-                install_body(&newcomer, "installed"),
+                newcomer.lifecycle_body("installed"),
                 &install_token(
                     &newcomer.client_key,
                     install_target,
@@ -243,7 +243,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         case(
             "install with an unknown kid",
             install(
-                install_body(&newcomer, "installed"),
+                newcomer.lifecycle_body("installed"),
                 &install_token(
                     &newcomer.client_key,
                     install_target,
@@ -258,7 +258,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         case(
             "install with a path in the kid",
             install(
-                install_body(&newcomer, "installed"),
+                newcomer.lifecycle_body("installed"),
                 &install_token(
                     &newcomer.client_key,
                     install_target,
@@ -273,7 +273,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         case(
             "install token for another clientKey",
             install(
-                install_body(&newcomer, "installed"),
+                newcomer.lifecycle_body("installed"),
                 &install_token(
                     &known.client_key,
                     install_target,
@@ -288,7 +288,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         case(
             "install signed HS256 with the known secret",
             install(
-                install_body(&known.rotated(), "installed"),
+                known.rotated().lifecycle_body("installed"),
                 &known.token(install_target),
             ),
             401,
@@ -297,7 +297,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         case(
             "install qsh for another route",
             install(
-                install_body(&newcomer, "installed"),
+                newcomer.lifecycle_body("installed"),
                 &install_token(
                     &newcomer.client_key,
                     "/lifecycle/uninstalled",
@@ -317,7 +317,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         ),
         case(
             "install body says uninstalled",
-            install(install_body(&newcomer, "uninstalled"), &good_install_token),
+            install(newcomer.lifecycle_body("uninstalled"), &good_install_token),
             400,
             "event_type_mismatch",
         ),
@@ -330,20 +330,20 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         // Other lifecycle callbacks.
         case(
             "enabled without a token",
-            Raw::post("/lifecycle/enabled", &install_body(known, "enabled")),
+            Raw::post("/lifecycle/enabled", &known.lifecycle_body("enabled")),
             401,
             "missing_token",
         ),
         case(
             "disabled with a wrong secret",
-            Raw::post("/lifecycle/disabled", &install_body(known, "disabled"))
+            Raw::post("/lifecycle/disabled", &known.lifecycle_body("disabled"))
                 .token(&known.rotated().token("/lifecycle/disabled")),
             401,
             "bad_signature",
         ),
         case(
             "enabled for another tenant's body",
-            Raw::post("/lifecycle/enabled", &install_body(gone, "enabled"))
+            Raw::post("/lifecycle/enabled", &gone.lifecycle_body("enabled"))
                 .token(&known.token("/lifecycle/enabled")),
             401,
             "issuer_mismatch",
@@ -352,7 +352,7 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
             "uninstall signed HS256",
             Raw::post(
                 "/lifecycle/uninstalled",
-                &install_body(known, "uninstalled"),
+                &known.lifecycle_body("uninstalled"),
             )
             .token(&known.token("/lifecycle/uninstalled")),
             401,
@@ -374,7 +374,7 @@ impl WithBody for Raw {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_bad_request_gets_its_status_and_code_and_nothing_is_published() {
-    let world = World::start().await;
+    let world = world().await;
     let max_body = MAX_BODY.to_string();
     let ingest = world
         .ingest(&[("TRIBUTARY_INGEST_MAX_BODY_BYTES", &max_body)])
@@ -392,7 +392,7 @@ async fn every_bad_request_gets_its_status_and_code_and_nothing_is_published() {
     for case in &cases {
         let response = ingest.send(&case.request).await;
         let status = response.status().as_u16();
-        let code = error_code(response).await;
+        let code = response.code();
         if (status, code.as_str()) != (case.status, case.code) {
             failures.push(format!(
                 "{}: expected {} {}, got {status} {code}",
@@ -421,7 +421,7 @@ async fn every_bad_request_gets_its_status_and_code_and_nothing_is_published() {
         .send(
             &Raw::post(
                 "/lifecycle/installed",
-                &install_body(&newcomer, "installed"),
+                &newcomer.lifecycle_body("installed"),
             )
             .token(&install_token(
                 &newcomer.client_key,
@@ -438,7 +438,7 @@ async fn every_bad_request_gets_its_status_and_code_and_nothing_is_published() {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let status = unavailable.status().as_u16();
-    let code = error_code(unavailable).await;
+    let code = unavailable.code();
     if (status, code.as_str(), retry_after.as_deref())
         != (503, "key_unavailable", Some(RETRY_AFTER_SECONDS))
     {

@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL cluster of the test's own (`initdb` + `pg_ctl` on a free port), so
+//! A throwaway PostgreSQL cluster of a test's own (`initdb` + `pg_ctl` on a free port), so
 //! a test can stop and start the database without touching anything else.
 
 use std::path::{Path, PathBuf};

@@ -1,13 +1,53 @@
-//! One Tributary service as a child process of a fault test: started with `TRIBUTARY_*`
-//! settings, stopped with a real SIGTERM or killed outright, its memory read from `/proc`,
-//! its log kept in a file for when a test fails.
+//! The workspace binaries as child processes of a test: run to completion
+//! ([`run`]), or kept running as a [`Service`] started with `TRIBUTARY_*` settings, stopped
+//! with a real SIGTERM or killed outright, its memory read from `/proc`, its log kept in a
+//! file for when a test fails.
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::binary;
+/// The path of a workspace binary built next to the running test executable. `cargo test`
+/// and `cargo nextest run --workspace` build every binary of the workspace before the tests.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A command for workspace binary `name` with a clean `TRIBUTARY_*` environment.
+fn command(name: &str) -> Command {
+    let mut command = Command::new(binary(name));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TRIBUTARY_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs workspace binary `name` with `args` and a clean `TRIBUTARY_*` environment plus
+/// `env`, to completion.
+pub fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = command(name);
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("binary runs")
+}
 
 pub struct Service {
     pub name: String,
@@ -26,14 +66,8 @@ impl Service {
         ));
         let out = File::create(&log).expect("create the service log");
         let err = out.try_clone().expect("share the service log");
-        let mut command = Command::new(binary(name));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("TRIBUTARY_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = command(name);
         command
-            .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
@@ -58,10 +92,15 @@ impl Service {
 
     /// SIGTERM, then the exit status (killed after `deadline` if it has not exited).
     pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        self.signal_terminate();
+        self.wait_exit(deadline)
+    }
+
+    /// SIGTERM, without waiting for the exit.
+    pub fn signal_terminate(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
-        self.wait_exit(deadline)
     }
 
     /// The exit status once it exits on its own within `deadline`.
