@@ -152,9 +152,11 @@ async fn a_qsh_for_another_request_is_refused() {
 
 #[tokio::test]
 async fn context_qsh_only_where_allowed() {
-    let now = now_unix();
-    let claims = json!({"iss": "tenant-a", "iat": now, "exp": now + 60, "qsh": "context-qsh"});
-    let token = sign_hs256(&claims, &SharedSecret::new(SECRET)).expect("sign");
+    let token = Token::from_confluence("tenant-a")
+        .ttl(60)
+        .claim("qsh", "context-qsh")
+        .hs256(SECRET)
+        .expect("sign");
     assert_eq!(
         code(verify(&token, QshPolicy::RequestOnly, 30).await),
         "context_qsh_not_allowed"
@@ -175,21 +177,20 @@ async fn malformed_tokens_and_missing_claims() {
         code(verify("a.b.c.d", QshPolicy::RequestOnly, 30).await),
         "malformed"
     );
-    let now = now_unix();
-    let no_qsh = sign_hs256(
-        &json!({"iss": "tenant-a", "iat": now, "exp": now + 60}),
-        &SharedSecret::new(SECRET),
-    )
-    .expect("sign");
+    let no_qsh = Token::from_confluence("tenant-a")
+        .ttl(60)
+        .hs256(SECRET)
+        .expect("sign");
     assert_eq!(
         code(verify(&no_qsh, QshPolicy::RequestOnly, 30).await),
         "missing_qsh"
     );
-    let no_exp = sign_hs256(
-        &json!({"iss": "tenant-a", "qsh": "x"}),
-        &SharedSecret::new(SECRET),
-    )
-    .expect("sign");
+    let no_exp = Token::from_confluence("tenant-a")
+        .claim("qsh", "x")
+        .without("iat")
+        .without("exp")
+        .hs256(SECRET)
+        .expect("sign");
     assert_eq!(
         code(verify(&no_exp, QshPolicy::RequestOnly, 30).await),
         "malformed"
