@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tributary_common::envelope::EventKind;
 use tributary_common::routing::wildcard_match;
+use tributary_common::store::StoreError;
 
 use crate::confluence::ConfluenceError;
 use crate::context::Context;
@@ -63,11 +64,23 @@ impl From<ConfluenceError> for HandlerError {
     }
 }
 
+/// A database that did not answer may answer next time; a corrupt row or a secret that does
+/// not decrypt will not.
+impl From<StoreError> for HandlerError {
+    fn from(error: StoreError) -> Self {
+        if error.is_transient() {
+            HandlerError::transient(error)
+        } else {
+            HandlerError::permanent(error)
+        }
+    }
+}
+
 impl From<StateError> for HandlerError {
     fn from(error: StateError) -> Self {
-        match error {
-            StateError::Database(_) => HandlerError::transient(error),
-            StateError::Json(_) => HandlerError::permanent(error),
+        match &error {
+            StateError::Store(store) if store.is_transient() => HandlerError::transient(error),
+            _ => HandlerError::permanent(error),
         }
     }
 }

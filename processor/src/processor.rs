@@ -6,7 +6,7 @@ use std::time::Duration;
 use tributary_common::Config;
 use tributary_common::config::ConfigError;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{self, Database, TenantStore};
+use tributary_common::store::{self, Database, HandlerStore, TenantStore};
 use tributary_common::telemetry;
 
 use crate::builtin;
@@ -156,6 +156,7 @@ impl ProcessorBuilder {
         }
         let window = usize::try_from(config.processor_guard_window).unwrap_or(usize::MAX);
         let shared = Shared {
+            handled: HandlerStore::new(db.clone()),
             db,
             tenants,
             confluence,

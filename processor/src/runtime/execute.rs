@@ -12,7 +12,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use tributary_common::kafka::envelope_from_message;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{Database, StoreError, TenantStore};
+use tributary_common::store::{Database, HandledEvent, HandlerRun, HandlerStore, TenantStore};
 
 use super::guard::FailureGuard;
 use crate::confluence::ConfluenceClients;
@@ -21,7 +21,7 @@ use crate::dlq::{DeadLetterWriter, Letter, Reason};
 use crate::event::{Event, Origin};
 use crate::handler::{HandlerError, Subscription};
 use crate::metrics::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
-use crate::state::{self, TenantState};
+use crate::state::TenantState;
 
 /// Label for records whose event type cannot be read.
 const UNKNOWN_EVENT: &str = "unknown";
@@ -30,6 +30,7 @@ const UNKNOWN_EVENT: &str = "unknown";
 pub(crate) struct Shared {
     pub db: Database,
     pub tenants: TenantStore,
+    pub handled: HandlerStore,
     pub confluence: ConfluenceClients,
     pub subscriptions: Vec<Subscription>,
     pub dead_letters: DeadLetterWriter,
@@ -215,18 +216,15 @@ async fn attempt_once(
     event: &Arc<Event>,
     attempt: u32,
 ) -> Result<Outcome, HandlerError> {
-    if state::is_handled(&shared.db, &subscription.name, event.id())
-        .await
-        .map_err(HandlerError::transient)?
+    if shared
+        .handled
+        .is_handled(&subscription.name, event.id())
+        .await?
     {
         return Ok(Outcome::Duplicate);
     }
-    let tenant = shared
-        .tenants
-        .get_with_secret(event.client_key())
-        .await
-        .map_err(store_error)?;
-    let state = TenantState::new(shared.db.clone(), event.client_key());
+    let tenant = shared.tenants.get_with_secret(event.client_key()).await?;
+    let state = TenantState::new(shared.handled.clone(), event.client_key());
     let ctx = Context::new(ContextParts {
         event: event.clone(),
         handler: subscription.name.clone(),
@@ -245,21 +243,26 @@ async fn attempt_once(
     ::metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
         .record(started.elapsed().as_secs_f64());
     result?;
-    let recorded = state::commit_handled(&shared.db, &subscription.name, event, &state)
-        .await
-        .map_err(HandlerError::transient)?;
-    Ok(if recorded {
+    let writes = state.take_writes();
+    let origin = event.origin();
+    let run = HandlerRun {
+        event: HandledEvent {
+            handler: &subscription.name,
+            event_id: event.id(),
+            client_key: event.client_key(),
+            event_type: event.name(),
+            topic: &origin.topic,
+            partition: origin.partition,
+            offset: origin.offset,
+        },
+        writes: &writes,
+    };
+    let recorded = shared.handled.commit(&[run]).await?;
+    Ok(if recorded.first() == Some(&true) {
         Outcome::Success
     } else {
         Outcome::Duplicate
     })
-}
-
-fn store_error(error: StoreError) -> HandlerError {
-    match error {
-        StoreError::Database(_) => HandlerError::transient(error),
-        _ => HandlerError::permanent(error),
-    }
 }
 
 /// Writes `message` to the dead-letter topic, trying until the broker takes it or the

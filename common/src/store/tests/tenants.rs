@@ -1,36 +1,11 @@
-//! Tenant store tests. Every body runs twice: against a PostgreSQL database of the test's
-//! own and against a SQLite file of its own.
+//! The tenant store.
 
 use sqlx::Row;
 
-use super::*;
 use crate::connect::{LifecycleEventType, LifecyclePayload};
+use crate::store::*;
 use crate::testing::test_keyring;
 use crate::with_database;
-
-/// A `#[tokio::test]` per backend for each named `async fn(&Database)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = crate::testing::TestDatabase::create().await;
-                    super::$name(&db.pool.clone().into()).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = crate::testing::TestSqlite::create().await;
-                    super::$name(&db.db).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     tenant_round_trip_keeps_no_plain_secret,
