@@ -15,12 +15,13 @@ use tributary_common::shutdown::Shutdown;
 use tributary_common::store::{Database, HandledEvent, HandlerRun, HandlerStore, TenantStore};
 
 use super::guard::FailureGuard;
+use crate::backoff::BackoffSchedule;
 use crate::confluence::ConfluenceClients;
 use crate::context::{Context, ContextParts};
 use crate::dlq::{DeadLetterWriter, Letter, Reason};
 use crate::event::{Event, Origin};
 use crate::handler::{HandlerError, Subscription};
-use crate::metrics::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
+use crate::observe::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
 use crate::state::TenantState;
 
 /// Label for records whose event type cannot be read.
@@ -35,26 +36,10 @@ pub(crate) struct Shared {
     pub subscriptions: Vec<Subscription>,
     pub dead_letters: DeadLetterWriter,
     pub guard: Mutex<FailureGuard>,
-    pub retry: RetryPolicy,
+    /// How a transiently failing handler is retried.
+    pub retry: BackoffSchedule,
     /// Cancelled when the consumer stops: no new retries, no waiting for the broker.
     pub stopping: Shutdown,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-    pub max_attempts: u32,
-}
-
-impl RetryPolicy {
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.initial)
-            .with_max_delay(self.max)
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
-            .with_jitter()
-    }
 }
 
 /// How a record ended for the consumer.
@@ -97,7 +82,7 @@ pub(crate) async fn process(shared: &Shared, message: &OwnedMessage) -> JobOutco
         .filter(|s| s.filter.matches(event.kind()))
     {
         match run_handler(shared, subscription, &event).await {
-            Ok(outcome) => metrics::handled(event.name(), outcome),
+            Ok(outcome) => observe::handled(event.name(), outcome),
             // Retries stopped because the consumer is stopping: leave it for redelivery.
             Err((error, _)) if error.is_transient() && shared.stopping.is_cancelled() => {
                 return JobOutcome::Abandoned;
@@ -123,7 +108,7 @@ pub(crate) async fn process(shared: &Shared, message: &OwnedMessage) -> JobOutco
             }
         }
     }
-    metrics::end_to_end(event.time());
+    observe::end_to_end(event.time());
     shared
         .guard
         .lock()
@@ -153,7 +138,7 @@ async fn wait_for_database(shared: &Shared) -> bool {
         if !database_down(shared).await {
             return true;
         }
-        delay = (delay * 2).min(shared.retry.max.max(Duration::from_millis(200)));
+        delay = (delay * 2).min(shared.retry.max_delay.max(Duration::from_millis(200)));
     }
 }
 
@@ -187,7 +172,7 @@ async fn run_handler(
                     }
                 }
                 Err(_) => {
-                    metrics::handled(event.name(), Outcome::Failure);
+                    observe::handled(event.name(), Outcome::Failure);
                     return result;
                 }
                 Ok(_) => return result,
@@ -195,12 +180,11 @@ async fn run_handler(
         }
     };
     attempt
-        .retry(shared.retry.backoff())
+        .retry(shared.retry.delays())
         .sleep(tokio::time::sleep)
         .when(|error: &HandlerError| error.is_transient() && !shared.stopping.is_cancelled())
         .notify(|error: &HandlerError, delay: Duration| {
-            ::metrics::counter!(HANDLER_RETRIES, "handler" => subscription.name.clone())
-                .increment(1);
+            metrics::counter!(HANDLER_RETRIES, "handler" => subscription.name.clone()).increment(1);
             tracing::info!(
                 event_id = event.id(), handler = %subscription.name, %error,
                 retry_in_ms = delay.as_millis() as u64, "handler failed transiently"
@@ -240,7 +224,7 @@ async fn attempt_once(
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(HandlerError::permanent("handler panicked")));
-    ::metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
+    metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
         .record(started.elapsed().as_secs_f64());
     result?;
     let writes = state.take_writes();
@@ -298,9 +282,9 @@ async fn dead_letter(
         });
     match written.await {
         Ok(()) => {
-            ::metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_string(), "reason" => letter.reason.as_str())
+            metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_string(), "reason" => letter.reason.as_str())
                 .increment(1);
-            metrics::handled(event_name, Outcome::DeadLettered);
+            observe::handled(event_name, Outcome::DeadLettered);
             JobOutcome::Finished
         }
         Err(_) => JobOutcome::Abandoned,
