@@ -52,15 +52,21 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         matches!(self, HandlerError::Transient(_))
     }
-}
 
-impl From<ConfluenceError> for HandlerError {
-    fn from(error: ConfluenceError) -> Self {
-        if error.is_transient() {
+    /// Transient or permanent as the failure itself says.
+    fn classified(error: impl std::fmt::Display, transient: bool) -> Self {
+        if transient {
             HandlerError::transient(error)
         } else {
             HandlerError::permanent(error)
         }
+    }
+}
+
+impl From<ConfluenceError> for HandlerError {
+    fn from(error: ConfluenceError) -> Self {
+        let transient = error.is_transient();
+        HandlerError::classified(error, transient)
     }
 }
 
@@ -68,20 +74,15 @@ impl From<ConfluenceError> for HandlerError {
 /// not decrypt will not.
 impl From<StoreError> for HandlerError {
     fn from(error: StoreError) -> Self {
-        if error.is_transient() {
-            HandlerError::transient(error)
-        } else {
-            HandlerError::permanent(error)
-        }
+        let transient = error.is_transient();
+        HandlerError::classified(error, transient)
     }
 }
 
 impl From<StateError> for HandlerError {
     fn from(error: StateError) -> Self {
-        match &error {
-            StateError::Store(store) if store.is_transient() => HandlerError::transient(error),
-            _ => HandlerError::permanent(error),
-        }
+        let transient = matches!(&error, StateError::Store(store) if store.is_transient());
+        HandlerError::classified(error, transient)
     }
 }
 
