@@ -60,7 +60,7 @@ impl TopicArgs {
             None => config
                 .processor_topics
                 .iter()
-                .map(|t| dlq::dead_letter_topic(t, &config.processor_dlq_suffix))
+                .map(|t| config.dead_letter_topic(t))
                 .collect(),
         }
     }

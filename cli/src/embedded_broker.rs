@@ -3,12 +3,13 @@
 //! it without a Kafka installation. It keeps nothing across restarts.
 
 use anyhow::Context;
+use tributary_common::routing::dead_letter_topic;
 use tributary_devkit::EmbeddedKafka;
 
 pub async fn run(topics: &[String], partitions: i32, dlq_suffix: &str) -> anyhow::Result<()> {
     let broker = EmbeddedKafka::start(1).context("starting the embedded broker")?;
     for topic in topics {
-        for name in [topic.clone(), format!("{topic}{dlq_suffix}")] {
+        for name in [topic.clone(), dead_letter_topic(topic, dlq_suffix)] {
             broker
                 .create_topic(&name, partitions)
                 .with_context(|| format!("creating topic {name}"))?;

@@ -82,7 +82,7 @@ enum TenantsCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    tributary_common::shutdown::run_main(run(Cli::parse()))
+    tributary_common::binary::run_main(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -370,6 +370,11 @@ impl Config {
         &self.parsed.router
     }
 
+    /// The dead-letter topic of `topic`, with this configuration's suffix.
+    pub fn dead_letter_topic(&self, topic: &str) -> String {
+        crate::routing::dead_letter_topic(topic, &self.processor_dlq_suffix)
+    }
+
     /// Regional base URLs by realm (EU, US, ...).
     pub fn region_base_urls(&self) -> &BTreeMap<String, String> {
         &self.parsed.regions

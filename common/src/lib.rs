@@ -1,6 +1,8 @@
 //! What every Tributary service shares: configuration, Connect authentication, the event
-//! envelope, the tenant store, Kafka settings, telemetry and the shutdown signal.
+//! envelope, the store, Kafka settings, telemetry, the shutdown signal and the binaries'
+//! `main`.
 
+pub mod binary;
 pub mod config;
 pub mod connect;
 pub mod crypto;

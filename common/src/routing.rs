@@ -1,4 +1,5 @@
-//! Event-name patterns with `*` wildcards, and the topic router built on them.
+//! Event-name patterns with `*` wildcards, the topic router built on them, and the names of
+//! dead-letter topics.
 
 /// True when `name` matches `pattern`, where `*` stands for any run of characters.
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
@@ -95,6 +96,11 @@ impl TopicRouter {
     }
 }
 
+/// The dead-letter topic of `topic`: its name followed by `suffix` (`processor_dlq_suffix`).
+pub fn dead_letter_topic(topic: &str, suffix: &str) -> String {
+    format!("{topic}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +130,13 @@ mod tests {
         assert_eq!(router.topic_for("installed"), "tributary.events");
         assert!(TopicRouter::new("ok", &["nope".into()]).is_err());
         assert!(TopicRouter::new("bad topic", &[]).is_err());
+    }
+
+    #[test]
+    fn dead_letter_topics_carry_the_suffix() {
+        assert_eq!(
+            dead_letter_topic("tributary.events", ".dlq"),
+            "tributary.events.dlq"
+        );
     }
 }

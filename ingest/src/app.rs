@@ -1,96 +1,74 @@
-//! The shared state of the HTTP edge and the router built on it.
+//! What every source's routes share, and the router that puts the sources together.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::middleware::from_fn_with_state;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use bytes::Bytes;
-use tokio::sync::Semaphore;
-use tributary_common::connect::{InstallVerifier, LifecycleEventType};
-use tributary_common::hosts::HostAllowlist;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tributary_common::envelope::Envelope;
 use tributary_common::routing::TopicRouter;
 use tributary_common::shutdown::Shutdown;
 use tributary_common::store::TenantStore;
 
-use crate::descriptor::{DESCRIPTOR_PATH, WEBHOOK_ROUTE, WebhookEvents, lifecycle_path};
-use crate::observe::{Edge, EdgeShared, Route, edge};
 use crate::publisher::Publisher;
 use crate::rejection::Rejection;
-use crate::secrets::TenantSecrets;
 
+/// The response header naming the id (`ce_id`) an accepted event travels under.
+pub const EVENT_ID_HEADER: &str = "tributary-event-id";
+
+/// The state every source shares.
 pub struct AppState {
-    pub app_key: String,
-    /// Path of the app base URL, stripped before computing a request's qsh.
+    /// Path of the app base URL: the routes are served under it as well as at the root.
     pub base_path: String,
     pub max_body: usize,
-    pub allow_legacy_installs: bool,
-    pub router: TopicRouter,
-    pub allowlist: HostAllowlist,
-    pub events: Arc<WebhookEvents>,
-    /// The descriptor, rendered once.
-    pub descriptor: Bytes,
+    /// Which Kafka topic an event goes to.
+    pub topic_router: TopicRouter,
     pub store: TenantStore,
-    pub secrets: TenantSecrets,
-    pub installs: InstallVerifier,
     pub publisher: Publisher,
     /// Fires when the service starts to stop; readiness turns false.
     pub stopping: Shutdown,
 }
 
-/// Every route. Served at the root and, when the app base URL has a path, under that path as
-/// well, so it works behind a proxy that strips the prefix and one that does not.
-pub fn router(state: Arc<AppState>, max_in_flight: usize, retry_after_seconds: u64) -> Router {
-    let shared = Arc::new(EdgeShared {
-        in_flight: Arc::new(Semaphore::new(max_in_flight)),
-        events: state.events.clone(),
-        retry_after: HeaderValue::from(retry_after_seconds),
-    });
-    let at_edge = |route: Route| {
-        from_fn_with_state(
-            Edge {
-                route,
-                shared: shared.clone(),
-            },
-            edge,
-        )
-    };
-    let mut routes = Router::new()
-        .route(
-            DESCRIPTOR_PATH,
-            get(serve_descriptor).route_layer(at_edge(Route::Descriptor)),
-        )
-        .route(
-            WEBHOOK_ROUTE,
-            post(crate::webhook::webhook).route_layer(at_edge(Route::Webhook)),
-        );
-    for kind in LifecycleEventType::ALL {
-        routes = routes.route(
-            &lifecycle_path(kind),
-            post(move |state, request| crate::lifecycle::lifecycle(kind, state, request))
-                .route_layer(at_edge(Route::Lifecycle(kind))),
-        );
-    }
-    let routes = routes
-        .route("/healthz", get(crate::health::healthz))
-        .route("/readyz", get(crate::health::readyz))
-        .fallback(|| async { Rejection::NotFound });
-    let base_path = state.base_path.clone();
-    let routes = routes.with_state(state);
-    if base_path.is_empty() {
-        routes
-    } else {
-        Router::new().nest(&base_path, routes.clone()).merge(routes)
+impl AppState {
+    /// Publishes `envelope` to the topic its event routes to; returns once the broker has it.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), Rejection> {
+        self.publisher
+            .publish(self.topic_router.topic_for(envelope.kind.name()), envelope)
+            .await
+            .map_err(|e| Rejection::BrokerUnavailable(e.to_string()))
     }
 }
 
-async fn serve_descriptor(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        state.descriptor.clone(),
-    )
+/// The answer to an event the broker has: 204, carrying the event's id.
+pub fn accepted(envelope: &Envelope) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(id) = HeaderValue::from_str(&envelope.id) {
+        response.headers_mut().insert(EVENT_ID_HEADER, id);
+    }
+    response
+}
+
+/// Every source's routes (each behind the edge layers already), the health routes and a
+/// `not_found` answer for anything else. Served at the root and, when the app base URL has a
+/// path, under that path as well, so it works behind a proxy that strips the prefix and one
+/// that does not.
+pub fn router(app: Arc<AppState>, sources: impl IntoIterator<Item = Router>) -> Router {
+    let routes = sources
+        .into_iter()
+        .fold(Router::new(), Router::merge)
+        .merge(
+            Router::new()
+                .route("/healthz", get(crate::health::healthz))
+                .route("/readyz", get(crate::health::readyz))
+                .with_state(app.clone()),
+        )
+        .fallback(|| async { Rejection::NotFound });
+    if app.base_path.is_empty() {
+        routes
+    } else {
+        Router::new()
+            .nest(&app.base_path, routes.clone())
+            .merge(routes)
+    }
 }

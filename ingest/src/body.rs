@@ -95,17 +95,6 @@ pub fn request_query(parts: &Parts) -> Option<&str> {
         .query()
 }
 
-/// The token from `Authorization: JWT ...` or the `jwt` query parameter.
-pub fn token_of(parts: &Parts) -> Option<String> {
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    tributary_common::connect::extract_token(authorization, request_query(parts))
-        .map(|token| token.into_owned())
-        .filter(|token| !token.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,21 +1,22 @@
-//! The HTTP edge Confluence calls: descriptor, lifecycle and webhook routes, published to
-//! Kafka and acknowledged only once the broker has the event.
+//! The HTTP edge event sources call, publishing what they send to Kafka and acknowledging
+//! only once the broker has the event.
+//!
+//! The generic edge (shared state, body limits, refusals, the publisher, health, metrics)
+//! sits at the top; each source has a folder of its own with its routes and what
+//! authenticates them: `connect/` for Atlassian Connect (descriptor, lifecycle, webhooks,
+//! tenant secrets). [`app::router`] puts the sources' routers together.
 //!
 //! [`run`] is the whole service; `main.rs` only parses the command line around it, and tests
 //! start it in-process with listeners of their own.
 
 pub mod app;
 pub mod body;
-pub mod descriptor;
+pub mod connect;
 pub mod health;
 pub mod kafka_log;
-pub mod lifecycle;
 pub mod observe;
 pub mod publisher;
 pub mod rejection;
-pub mod secrets;
-pub mod tenant_changes;
-pub mod webhook;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,9 +30,11 @@ use tributary_common::store::{self, TenantStore};
 use tributary_common::telemetry;
 
 use crate::app::AppState;
-use crate::descriptor::{InvalidEventName, WebhookEvents, descriptor};
+use crate::connect::ConnectState;
+use crate::connect::descriptor::{InvalidEventName, WebhookEvents, descriptor};
+use crate::connect::secrets::TenantSecrets;
+use crate::observe::EdgeLayers;
 use crate::publisher::Publisher;
-use crate::secrets::TenantSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -71,38 +74,42 @@ pub async fn run(
         Duration::from_millis(config.install_keys_timeout_ms),
         config.install_keys_cache_size,
     );
-    let state = Arc::new(AppState {
-        app_key: config.app_key.clone(),
+    let app = Arc::new(AppState {
         base_path: config.app_base_path(),
         max_body: usize::try_from(config.ingest_max_body_bytes).unwrap_or(usize::MAX),
+        topic_router: config.topic_router().clone(),
+        store: tenants.clone(),
+        publisher: publisher.clone(),
+        stopping: shutdown.clone(),
+    });
+    let secrets = TenantSecrets::new(
+        tenants.clone(),
+        config.ingest_secret_cache_size,
+        Duration::from_secs(config.ingest_secret_cache_ttl_seconds),
+        config.jwt_leeway_seconds,
+    );
+    let follower = tokio::spawn(
+        secrets
+            .clone()
+            .follow_changes(tenants.change_feed(), shutdown.clone()),
+    );
+    let connect = Arc::new(ConnectState {
+        app: app.clone(),
+        app_key: config.app_key.clone(),
         allow_legacy_installs: config.ingest_allow_legacy_installs,
-        router: config.topic_router().clone(),
         allowlist: config.tenant_allowlist().clone(),
         descriptor: serde_json::to_vec(&descriptor(&config, &events))
             .unwrap_or_default()
             .into(),
         events,
-        secrets: TenantSecrets::new(
-            tenants.clone(),
-            config.ingest_secret_cache_size,
-            Duration::from_secs(config.ingest_secret_cache_ttl_seconds),
-            config.jwt_leeway_seconds,
-        ),
-        store: tenants,
+        secrets,
         installs: InstallVerifier::new(keys, config.install_audiences(), config.jwt_leeway_seconds),
-        publisher: publisher.clone(),
-        stopping: shutdown.clone(),
     });
-    let follower = tokio::spawn(tenant_changes::follow(
-        db.clone(),
-        state.secrets.clone(),
-        shutdown.clone(),
-    ));
-    let router = app::router(
-        state,
+    let edge = EdgeLayers::new(
         usize::try_from(config.ingest_max_in_flight).unwrap_or(usize::MAX),
         config.ingest_retry_after_seconds,
     );
+    let router = app::router(app, [connect::router(connect, &edge)]);
     tracing::info!(
         address = %listener.local_addr()?,
         metrics = %metrics_listener.local_addr()?,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
-use tributary_common::{Config, shutdown, telemetry};
+use tributary_common::{Config, binary, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(name = "tributary-ingest", version, about = "Tributary ingest service")]
@@ -15,7 +15,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    shutdown::run_main(run(Cli::parse()))
+    binary::run_main(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

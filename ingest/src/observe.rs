@@ -1,17 +1,16 @@
-//! The edge every Confluence-facing route goes through: the in-flight bound, request
-//! metrics, and one log line per refusal.
+//! The edge every source's routes go through: the in-flight bound, request metrics, and one
+//! log line per refusal.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tributary_common::connect::LifecycleEventType;
 
-use crate::descriptor::WebhookEvents;
 use crate::rejection::{Refused, Rejection};
 
 pub const REQUESTS_TOTAL: &str = "tributary_ingest_requests_total";
@@ -21,20 +20,43 @@ pub const BROKER_ACK_DURATION_SECONDS: &str = "tributary_ingest_broker_ack_durat
 pub const IN_FLIGHT_REQUESTS: &str = "tributary_ingest_in_flight_requests";
 pub const EVENTS_PUBLISHED_TOTAL: &str = "tributary_ingest_events_published_total";
 
-/// The `route` label: one value per route, never a raw path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Descriptor,
-    Lifecycle(LifecycleEventType),
-    Webhook,
+/// How a route's requests are labelled in metrics and logs: fixed values, never a raw path.
+#[derive(Clone)]
+pub struct RouteLabels {
+    /// The `route` label: one value per route.
+    pub route: &'static str,
+    pub event: EventLabel,
 }
 
-impl Route {
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Descriptor => "descriptor",
-            Route::Lifecycle(kind) => kind.as_str(),
-            Route::Webhook => "webhook",
+/// Where the `event` label of a request comes from.
+#[derive(Clone)]
+pub enum EventLabel {
+    /// The same for every request of the route (`none`, a lifecycle event).
+    Fixed(&'static str),
+    /// The last path segment when `known` accepts it, else `unknown`: a path names the event,
+    /// and only the events the source subscribes to may become label values.
+    LastSegment(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl RouteLabels {
+    pub fn fixed(route: &'static str, event: &'static str) -> Self {
+        RouteLabels {
+            route,
+            event: EventLabel::Fixed(event),
+        }
+    }
+
+    fn event(&self, path: &str) -> String {
+        match &self.event {
+            EventLabel::Fixed(event) => event.to_string(),
+            EventLabel::LastSegment(known) => {
+                let name = path.rsplit('/').next().unwrap_or_default();
+                if known(name) {
+                    name.to_string()
+                } else {
+                    "unknown".to_string()
+                }
+            }
         }
     }
 }
@@ -47,17 +69,48 @@ pub fn published(event: &str) {
     metrics::counter!(EVENTS_PUBLISHED_TOTAL, "event" => event.to_string()).increment(1);
 }
 
-/// What the edge layer of one route needs.
+/// The edge shared by every route of every source: one in-flight bound for the whole
+/// service, one `Retry-After` for every 503.
 #[derive(Clone)]
-pub struct Edge {
-    pub route: Route,
-    pub shared: Arc<EdgeShared>,
+pub struct EdgeLayers {
+    shared: Arc<EdgeShared>,
 }
 
-pub struct EdgeShared {
-    pub in_flight: Arc<Semaphore>,
-    pub events: Arc<WebhookEvents>,
-    pub retry_after: HeaderValue,
+struct EdgeShared {
+    in_flight: Arc<Semaphore>,
+    retry_after: HeaderValue,
+}
+
+impl EdgeLayers {
+    pub fn new(max_in_flight: usize, retry_after_seconds: u64) -> Self {
+        EdgeLayers {
+            shared: Arc::new(EdgeShared {
+                in_flight: Arc::new(Semaphore::new(max_in_flight)),
+                retry_after: HeaderValue::from(retry_after_seconds),
+            }),
+        }
+    }
+
+    /// `route` behind the edge, its requests counted and logged under `labels`.
+    pub fn wrap<S>(&self, route: MethodRouter<S>, labels: RouteLabels) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        route.route_layer(from_fn_with_state(
+            Edge {
+                labels,
+                shared: self.shared.clone(),
+            },
+            edge,
+        ))
+    }
+}
+
+/// What the edge layer of one route needs.
+#[derive(Clone)]
+struct Edge {
+    labels: RouteLabels,
+    shared: Arc<EdgeShared>,
 }
 
 /// Holds one in-flight slot; the gauge follows it even when a request is abandoned.
@@ -78,9 +131,9 @@ impl Drop for InFlight {
     }
 }
 
-pub async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let event = event_label(&edge, request.uri().path());
+    let event = edge.labels.event(request.uri().path());
     let response = match edge.shared.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
             let _slot = InFlight::new(permit);
@@ -91,21 +144,6 @@ pub async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Res
     finish(&edge, event, response, started)
 }
 
-fn event_label(edge: &Edge, path: &str) -> String {
-    match edge.route {
-        Route::Descriptor => "none".to_string(),
-        Route::Lifecycle(kind) => kind.as_str().to_string(),
-        Route::Webhook => {
-            let name = path.rsplit('/').next().unwrap_or_default();
-            if edge.shared.events.contains(name) {
-                name.to_string()
-            } else {
-                "unknown".to_string()
-            }
-        }
-    }
-}
-
 fn finish(edge: &Edge, event: String, mut response: Response, started: Instant) -> Response {
     let status = response.status();
     let outcome = match status {
@@ -114,7 +152,7 @@ fn finish(edge: &Edge, event: String, mut response: Response, started: Instant) 
         s if s.is_client_error() => "rejected",
         _ => "error",
     };
-    let route = edge.route.label();
+    let route = edge.labels.route;
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()

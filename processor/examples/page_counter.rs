@@ -4,11 +4,11 @@
 //! Run it with the usual settings (TRIBUTARY_DATABASE_URL, TRIBUTARY_KAFKA_BROKERS,
 //! TRIBUTARY_SECRET_KEY, ...): `cargo run --example page_counter`. Stop it with Ctrl-C.
 
-use tributary_common::{Config, shutdown, telemetry};
+use tributary_common::{Config, binary, shutdown, telemetry};
 use tributary_processor::{Context, HandlerError, Processor};
 
 fn main() -> std::process::ExitCode {
-    shutdown::run_main(run())
+    binary::run_main(run())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! Handlers every processor can run without app code.
 
-use tributary_common::store::{StoreError, TenantStore};
+use tributary_common::store::TenantStore;
 
 use crate::context::Context;
 use crate::handler::{EventFilter, Handler, HandlerError};
@@ -25,10 +25,7 @@ pub fn tenant_state(tenants: TenantStore) -> (EventFilter, impl Handler) {
             let tenant = tenants
                 .apply_lifecycle(event.client_key(), lifecycle, event.id())
                 .await
-                .map_err(|e| match e {
-                    StoreError::Database(_) => HandlerError::transient(e),
-                    _ => HandlerError::permanent(e),
-                })?;
+                .map_err(HandlerError::from)?;
             match tenant {
                 Some(t) => {
                     tracing::info!(client_key = %t.client_key, status = %t.status, "tenant status")

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tributary_common::envelope::EventKind;
 use tributary_common::routing::wildcard_match;
+use tributary_common::store::StoreError;
 
 use crate::confluence::ConfluenceError;
 use crate::context::Context;
@@ -51,11 +52,10 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         matches!(self, HandlerError::Transient(_))
     }
-}
 
-impl From<ConfluenceError> for HandlerError {
-    fn from(error: ConfluenceError) -> Self {
-        if error.is_transient() {
+    /// Transient or permanent as the failure itself says.
+    fn classified(error: impl std::fmt::Display, transient: bool) -> Self {
+        if transient {
             HandlerError::transient(error)
         } else {
             HandlerError::permanent(error)
@@ -63,12 +63,26 @@ impl From<ConfluenceError> for HandlerError {
     }
 }
 
+impl From<ConfluenceError> for HandlerError {
+    fn from(error: ConfluenceError) -> Self {
+        let transient = error.is_transient();
+        HandlerError::classified(error, transient)
+    }
+}
+
+/// A database that did not answer may answer next time; a corrupt row or a secret that does
+/// not decrypt will not.
+impl From<StoreError> for HandlerError {
+    fn from(error: StoreError) -> Self {
+        let transient = error.is_transient();
+        HandlerError::classified(error, transient)
+    }
+}
+
 impl From<StateError> for HandlerError {
     fn from(error: StateError) -> Self {
-        match error {
-            StateError::Database(_) => HandlerError::transient(error),
-            StateError::Json(_) => HandlerError::permanent(error),
-        }
+        let transient = matches!(&error, StateError::Store(store) if store.is_transient());
+        HandlerError::classified(error, transient)
     }
 }
 

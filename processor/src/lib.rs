@@ -1,11 +1,12 @@
 //! The consumer runtime, handler API and Confluence REST client.
+mod backoff;
 pub mod builtin;
 pub mod confluence;
 pub mod context;
 pub mod dlq;
 pub mod event;
 pub mod handler;
-pub mod metrics;
+pub mod observe;
 pub mod payload;
 pub mod processor;
 mod runtime;

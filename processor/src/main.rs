@@ -18,7 +18,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    tributary_common::shutdown::run_main(run(Cli::parse()))
+    tributary_common::binary::run_main(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! Confluence's bodies vary between events and over time, so every field is optional and
 //! unknown fields are ignored; ids arrive as numbers in some payloads and strings in others
 //! and are always strings here. The raw JSON stays at hand through [`crate::Event::json`].
+//! The REST API answers in shapes of its own, typed in [`crate::confluence`].
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;

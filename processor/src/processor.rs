@@ -6,14 +6,15 @@ use std::time::Duration;
 use tributary_common::Config;
 use tributary_common::config::ConfigError;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{self, Database, TenantStore};
+use tributary_common::store::{self, Database, HandlerStore, TenantStore};
 use tributary_common::telemetry;
 
+use crate::backoff::BackoffSchedule;
 use crate::builtin;
 use crate::confluence::{ConfluenceClients, ConfluenceError};
 use crate::dlq::DeadLetterWriter;
 use crate::handler::{EventFilter, Handler, Subscription};
-use crate::runtime::{self, Assignments, FailureGuard, RetryPolicy, Shared};
+use crate::runtime::{self, Assignments, FailureGuard, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
@@ -156,6 +157,7 @@ impl ProcessorBuilder {
         }
         let window = usize::try_from(config.processor_guard_window).unwrap_or(usize::MAX);
         let shared = Shared {
+            handled: HandlerStore::new(db.clone()),
             db,
             tenants,
             confluence,
@@ -165,10 +167,10 @@ impl ProcessorBuilder {
                 window,
                 config.processor_guard_max_failure_ratio,
             )),
-            retry: RetryPolicy {
-                initial: Duration::from_millis(config.processor_retry_initial_ms),
-                max: Duration::from_millis(config.processor_retry_max_ms),
+            retry: BackoffSchedule {
                 max_attempts: u32::try_from(config.processor_max_attempts).unwrap_or(u32::MAX),
+                initial_delay: Duration::from_millis(config.processor_retry_initial_ms),
+                max_delay: Duration::from_millis(config.processor_retry_max_ms),
             },
             stopping: Shutdown::new(),
         };
@@ -225,7 +227,7 @@ impl Processor {
     /// `shutdown_timeout_seconds`, commits what finished and leaves the group.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ProcessorError> {
         telemetry::metrics_handle();
-        crate::metrics::describe();
+        crate::observe::describe();
         let listener = telemetry::bind_metrics(&self.config.metrics_listen).await?;
         tracing::info!(address = %listener.local_addr()?, "serving metrics");
         let metrics_stop = Shutdown::new();

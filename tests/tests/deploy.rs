@@ -218,7 +218,7 @@ fn every_tributary_service_is_wired_to_what_exists() {
                     create.contains(topic.as_str()),
                     "topic {topic} is not created"
                 );
-                let dlq = format!("{topic}{}", config.processor_dlq_suffix);
+                let dlq = config.dead_letter_topic(topic);
                 assert!(
                     create.contains(&dlq),
                     "dead-letter topic {dlq} is not created"

@@ -176,16 +176,16 @@ async fn stop_all_after<T>(run: impl Future<Output = T>, shutdown: &Shutdown) ->
 /// The embedded broker has no automatic topic creation: every topic the ingest may publish
 /// to and the processor reads, with their dead-letter topics.
 fn create_topics(broker: &EmbeddedKafka, config: &Config) -> anyhow::Result<()> {
-    let mut topics = vec![config.events_topic.clone()];
-    topics.extend(config.topic_routes.iter().filter_map(|route| {
-        route
-            .split_once('=')
-            .map(|(_, topic)| topic.trim().to_string())
-    }));
+    let mut topics: Vec<String> = config
+        .topic_router()
+        .topics()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     topics.extend(config.processor_topics.iter().cloned());
     let dead_letters: Vec<String> = topics
         .iter()
-        .map(|topic| format!("{topic}{}", config.processor_dlq_suffix))
+        .map(|topic| config.dead_letter_topic(topic))
         .collect();
     topics.extend(dead_letters);
     topics.sort();

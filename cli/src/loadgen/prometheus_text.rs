@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
-pub use tributary_processor::metrics::END_TO_END as END_TO_END_METRIC;
+pub use tributary_processor::observe::END_TO_END as END_TO_END_METRIC;
 
 /// Sample name with labels -> value.
 pub type Samples = BTreeMap<String, f64>;

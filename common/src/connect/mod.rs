@@ -14,8 +14,7 @@ pub use install::{InstallVerifier, VerifiedInstall};
 pub use keys::{InstallKeyProvider, is_safe_key_id};
 pub use lifecycle::{LifecycleEventType, LifecyclePayload};
 pub use token::{
-    OutboundToken, QshPolicy, RequestTarget, SecretLookup, UnverifiedToken, VerifiedToken,
-    extract_token, verify_hs256_request,
+    OutboundToken, QshPolicy, RequestTarget, UnverifiedToken, VerifiedToken, extract_token,
 };
 
 /// A tenant's shared secret. It never prints: `Debug` shows a placeholder.

@@ -1,6 +1,5 @@
 //! HS256 tokens: verifying the ones Confluence sends, signing the ones we send back.
 
-use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -228,33 +227,6 @@ fn decode_json_object(segment: &str) -> Result<Map<String, Value>, AuthError> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Where the verifier finds a tenant's shared secret by clientKey (the token's `iss`).
-/// Ingest implements it over a cache; `Ok(None)` means no such tenant.
-pub trait SecretLookup: Send + Sync {
-    fn shared_secret(
-        &self,
-        client_key: &str,
-    ) -> impl Future<Output = Result<Option<SharedSecret>, AuthError>> + Send;
-}
-
-/// The whole inbound check in the order the protocol prescribes: decode untrusted, look up
-/// the tenant by `iss`, verify the HMAC, then time and qsh.
-pub async fn verify_hs256_request<L: SecretLookup>(
-    raw_token: &str,
-    request: RequestTarget<'_>,
-    policy: QshPolicy,
-    lookup: &L,
-    leeway_seconds: u64,
-) -> Result<VerifiedToken, AuthError> {
-    let token = UnverifiedToken::parse(raw_token)?;
-    token.require_algorithm(Algorithm::HS256)?;
-    let secret = lookup
-        .shared_secret(token.issuer())
-        .await?
-        .ok_or(AuthError::UnknownIssuer)?;
-    token.verify_hs256(&secret, request, policy, now_unix(), leeway_seconds)
 }
 
 /// Reads the token from `Authorization: JWT <token>` or, failing that, a `jwt` query parameter.

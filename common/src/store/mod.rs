@@ -1,10 +1,18 @@
-//! Database access: the connection pool, migrations and the tenant store.
+//! All database access: the connection pool and migrations, the tenant store and its change
+//! feed, and the handled-event records and tenant state handlers commit. No other module
+//! holds SQL.
 
 mod database;
+mod error;
+mod handled;
+mod tenant_changes;
 mod tenants;
 
 pub use database::{Backend, Database, Dialect};
-pub use tenants::{LifecycleRecord, StoreError, Tenant, TenantStatus, TenantStore, next_status};
+pub use error::StoreError;
+pub use handled::{HandledEvent, HandledSet, HandlerRun, HandlerStore, StateWrites};
+pub use tenant_changes::{TenantChange, TenantChangeFeed};
+pub use tenants::{LifecycleRecord, Tenant, TenantStatus, TenantStore, next_status};
 
 use std::time::Duration;
 

@@ -2,11 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Database;
-use crate::with_database;
-
+use super::{Database, StoreError};
 use crate::connect::{LifecycleEventType, LifecyclePayload, SharedSecret};
-use crate::crypto::{EncryptedSecret, KeyError, SecretKeyring};
+use crate::crypto::{EncryptedSecret, SecretKeyring};
+use crate::with_database;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,18 +65,6 @@ pub fn next_status(current: Option<TenantStatus>, event: LifecycleEventType) -> 
         (_, E::Enabled) => S::Enabled,
         (_, E::Disabled) => S::Disabled,
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("tenant secret: {0}")]
-    Secret(#[from] KeyError),
-    #[error("an installed callback must carry a sharedSecret")]
-    MissingSecret,
-    #[error("stored row is invalid: {0}")]
-    CorruptRow(String),
 }
 
 /// A tenant as the rest of the system sees it: everything but the secret.

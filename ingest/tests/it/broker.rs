@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tributary_ingest::webhook::EVENT_ID_HEADER;
+use tributary_ingest::app::EVENT_ID_HEADER;
 
 use crate::harness::*;
 

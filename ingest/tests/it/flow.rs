@@ -5,7 +5,7 @@ use rdkafka::Message;
 use serde_json::Value;
 use tributary_common::store::{TenantStatus, TenantStore};
 use tributary_devkit::test_keyring;
-use tributary_ingest::webhook::EVENT_ID_HEADER;
+use tributary_ingest::app::EVENT_ID_HEADER;
 
 use crate::harness::*;
 

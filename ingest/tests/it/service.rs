@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tributary_ingest::webhook::EVENT_ID_HEADER;
+use tributary_ingest::app::EVENT_ID_HEADER;
 
 use crate::harness::*;
 

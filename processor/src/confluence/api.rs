@@ -15,9 +15,10 @@ pub struct Version {
     pub other: Map<String, Value>,
 }
 
-/// Content from the v1 API (`/rest/api/content/{id}`): a page, blog post, comment...
+/// Content as the v1 API answers it (`/rest/api/content/{id}`): a page, blog post, comment...
+/// Not the shape webhooks carry, which is [`crate::payload::Content`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Content {
+pub struct ContentV1 {
     pub id: String,
     #[serde(rename = "type")]
     pub content_type: String,
@@ -84,8 +85,10 @@ pub struct PageUpdate {
     pub version_message: Option<String>,
 }
 
+/// A footer comment as the v2 API answers it (`/api/v2/footer-comments`). Not the shape
+/// webhooks carry, which is [`crate::payload::Comment`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Comment {
+pub struct FooterComment {
     pub id: String,
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -110,7 +113,11 @@ fn storage(value: &str) -> Value {
 
 impl ConfluenceClient {
     /// Any content by id (v1), with the given `expand` fields (e.g. `body.storage`, `version`).
-    pub async fn get_content(&self, id: &str, expand: &[&str]) -> Result<Content, ConfluenceError> {
+    pub async fn get_content(
+        &self,
+        id: &str,
+        expand: &[&str],
+    ) -> Result<ContentV1, ConfluenceError> {
         let mut request = ApiRequest::get(format!("/rest/api/content/{}", segment(id)));
         if !expand.is_empty() {
             request = request.query("expand", expand.join(","));
@@ -168,7 +175,7 @@ impl ConfluenceClient {
         &self,
         page_id: &str,
         storage_body: &str,
-    ) -> Result<Comment, ConfluenceError> {
+    ) -> Result<FooterComment, ConfluenceError> {
         let body = json!({ "pageId": page_id, "body": storage(storage_body) });
         self.json(ApiRequest::post("/api/v2/footer-comments").json(&body)?)
             .await

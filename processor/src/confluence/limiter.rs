@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::metrics;
+use super::observe;
 
 /// Below this share of the quota left, requests are paced (Atlassian's NearLimit mark).
 const LOW_REMAINING_RATIO: f64 = 0.2;
@@ -100,7 +100,7 @@ impl TenantLimiter {
         let start = self.reserve_start(Instant::now());
         let now = Instant::now();
         if start > now {
-            metrics::record_rate_limit_wait(start - now);
+            observe::record_rate_limit_wait(start - now);
             tokio::time::sleep_until(start).await;
         }
         // The semaphore is never closed, so this only fails if that ever changes.

@@ -13,14 +13,15 @@
 mod api;
 mod error;
 mod limiter;
-pub mod metrics;
+pub mod observe;
 mod request;
 mod retry;
 mod send;
 mod user_token;
 
 pub use api::{
-    BodyValue, Comment, Content, ContentProperty, NewPage, Page, PageBody, PageUpdate, Version,
+    BodyValue, ContentProperty, ContentV1, FooterComment, NewPage, Page, PageBody, PageUpdate,
+    Version,
 };
 pub use error::ConfluenceError;
 pub use request::{ApiRequest, ApiResponse, segment};
@@ -33,8 +34,9 @@ use tributary_common::connect::SharedSecret;
 use tributary_common::hosts::HostAllowlist;
 use tributary_common::store::Tenant;
 
+use crate::backoff::BackoffSchedule;
+
 use limiter::{Limiters, TenantLimiter};
-use retry::RetryPolicy;
 use user_token::{TokenKey, UserTokens, normalize_scopes};
 
 /// How long a signed app request token is valid (Atlassian's framework uses 3 minutes).
@@ -51,7 +53,7 @@ struct Shared {
     http: reqwest::Client,
     app_key: String,
     allowlist: HostAllowlist,
-    retry: RetryPolicy,
+    retry: BackoffSchedule,
     limiters: Limiters,
     user_tokens: UserTokens,
 }
@@ -66,7 +68,7 @@ impl ConfluenceClients {
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfluenceError::Config(format!("HTTP client: {e}")))?;
-        let retry = RetryPolicy {
+        let retry = BackoffSchedule {
             max_attempts: u32::try_from(config.confluence_max_attempts).unwrap_or(u32::MAX),
             initial_delay: Duration::from_millis(config.confluence_retry_initial_ms),
             max_delay: Duration::from_millis(config.confluence_retry_max_ms),
@@ -74,7 +76,7 @@ impl ConfluenceClients {
         let max_in_flight = usize::try_from(config.confluence_max_concurrency_per_tenant)
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
-        metrics::describe();
+        observe::describe();
         Ok(ConfluenceClients {
             shared: Arc::new(Shared {
                 user_tokens: UserTokens::new(http.clone(), &config.oauth_authorization_server_url),

@@ -33,14 +33,21 @@ pub struct ApiRequest {
     pub(crate) idempotent: bool,
 }
 
+/// The methods whose requests are idempotent unless declared otherwise (RFC 9110; TRACE is
+/// never sent).
+const IDEMPOTENT_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::HEAD,
+    Method::PUT,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
 impl ApiRequest {
     /// `path` is relative to the tenant's base URL and starts with `/`; dynamic segments
     /// should go through [`segment`].
     pub fn new(method: Method, path: impl Into<String>) -> ApiRequest {
-        let idempotent = matches!(
-            method,
-            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-        );
+        let idempotent = IDEMPOTENT_METHODS.contains(&method);
         ApiRequest {
             method,
             path: path.into(),
@@ -106,7 +113,7 @@ impl ApiRequest {
     }
 
     /// Declares whether sending this request twice is harmless, which allows retries on
-    /// server errors and timeouts. GET, HEAD, PUT, DELETE and OPTIONS are by default.
+    /// server errors and timeouts. GET, HEAD, PUT, DELETE, OPTIONS are by default.
     pub fn idempotent(mut self, idempotent: bool) -> ApiRequest {
         self.idempotent = idempotent;
         self

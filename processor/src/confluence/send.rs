@@ -15,7 +15,7 @@ use tributary_common::connect::{OutboundToken, RequestTarget};
 
 use super::error::{ConfluenceError, excerpt};
 use super::limiter::RateLimitSignal;
-use super::metrics::{self, RetryReason};
+use super::observe::{self, RetryReason};
 use super::request::{ApiRequest, ApiResponse};
 use super::retry::{self, Retryable as Retry};
 use super::user_token::GrantSubject;
@@ -133,15 +133,15 @@ impl ConfluenceClient {
             attempts.fetch_add(1, Ordering::Relaxed);
             self.attempt(&request, &url, &target).await
         })
-        .retry(policy.backoff())
+        .retry(policy.delays())
         .sleep(tokio::time::sleep)
         .when(|failure: &Failure| failure.retry_reason(idempotent).is_some())
         .adjust(|failure: &Failure, backoff| policy.adjust(failure.retry_after(), backoff))
         .notify(|failure: &Failure, wait: Duration| {
             if let Some(reason) = failure.retry_reason(idempotent) {
-                metrics::record_retry(reason);
+                observe::record_retry(reason);
                 if reason == RetryReason::RateLimited {
-                    metrics::record_rate_limit_wait(wait);
+                    observe::record_rate_limit_wait(wait);
                 }
                 tracing::debug!(
                     method = %request.method(),
@@ -261,14 +261,14 @@ impl ConfluenceClient {
         let answer = match outgoing.headers(headers).send().await {
             Ok(answer) => answer,
             Err(error) => {
-                metrics::record_attempt(request.method(), None, started.elapsed());
+                observe::record_attempt(request.method(), None, started.elapsed());
                 return Err(classify(error));
             }
         };
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
         let body = answer.bytes().await;
-        metrics::record_attempt(request.method(), Some(status), started.elapsed());
+        observe::record_attempt(request.method(), Some(status), started.elapsed());
         let retry_after = retry::retry_after(&headers);
         self.limiter
             .observe(status, RateLimitSignal::from_headers(&headers), retry_after);

@@ -9,7 +9,7 @@ use tributary_common::connect::SharedSecret;
 use tributary_common::connect::token::{now_unix, sign_hs256};
 
 use super::error::{ConfluenceError, excerpt};
-use super::metrics;
+use super::observe;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Lifetime of the assertion sent to the authorization server.
@@ -134,7 +134,7 @@ impl UserTokens {
         subject: GrantSubject<'_>,
     ) -> Result<AccessToken, ConfluenceError> {
         let outcome = self.request_token(key, subject).await;
-        metrics::record_token_refresh(if outcome.is_ok() {
+        observe::record_token_refresh(if outcome.is_ok() {
             "success"
         } else {
             "failure"

@@ -41,8 +41,3 @@ impl Reason {
         }
     }
 }
-
-/// The dead-letter topic of `topic`.
-pub fn dead_letter_topic(topic: &str, suffix: &str) -> String {
-    format!("{topic}{suffix}")
-}

@@ -8,8 +8,9 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tributary_common::Config;
 use tributary_common::kafka::durable_producer_config;
+use tributary_common::routing::dead_letter_topic;
 
-use super::{Reason, dead_letter_topic, header};
+use super::{Reason, header};
 
 /// How long librdkafka keeps trying one dead letter before the runtime tries again.
 const DELIVERY_TIMEOUT_MS: u64 = 30_000;

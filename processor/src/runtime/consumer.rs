@@ -11,7 +11,7 @@ use tributary_common::Config;
 use tributary_common::kafka::manual_consumer_config;
 
 use super::offsets::Assignments;
-use crate::metrics::CONSUMER_LAG;
+use crate::observe::CONSUMER_LAG;
 
 /// How often librdkafka reports statistics, which carry the consumer lag.
 const STATS_INTERVAL_MS: &str = "5000";

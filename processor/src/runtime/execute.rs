@@ -12,16 +12,17 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use tributary_common::kafka::envelope_from_message;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{Database, StoreError, TenantStore};
+use tributary_common::store::{Database, HandledEvent, HandlerRun, HandlerStore, TenantStore};
 
 use super::guard::FailureGuard;
+use crate::backoff::BackoffSchedule;
 use crate::confluence::ConfluenceClients;
 use crate::context::{Context, ContextParts};
 use crate::dlq::{DeadLetterWriter, Letter, Reason};
 use crate::event::{Event, Origin};
 use crate::handler::{HandlerError, Subscription};
-use crate::metrics::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
-use crate::state::{self, TenantState};
+use crate::observe::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
+use crate::state::TenantState;
 
 /// Label for records whose event type cannot be read.
 const UNKNOWN_EVENT: &str = "unknown";
@@ -30,30 +31,15 @@ const UNKNOWN_EVENT: &str = "unknown";
 pub(crate) struct Shared {
     pub db: Database,
     pub tenants: TenantStore,
+    pub handled: HandlerStore,
     pub confluence: ConfluenceClients,
     pub subscriptions: Vec<Subscription>,
     pub dead_letters: DeadLetterWriter,
     pub guard: Mutex<FailureGuard>,
-    pub retry: RetryPolicy,
+    /// How a transiently failing handler is retried.
+    pub retry: BackoffSchedule,
     /// Cancelled when the consumer stops: no new retries, no waiting for the broker.
     pub stopping: Shutdown,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-    pub max_attempts: u32,
-}
-
-impl RetryPolicy {
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.initial)
-            .with_max_delay(self.max)
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
-            .with_jitter()
-    }
 }
 
 /// How a record ended for the consumer.
@@ -96,7 +82,7 @@ pub(crate) async fn process(shared: &Shared, message: &OwnedMessage) -> JobOutco
         .filter(|s| s.filter.matches(event.kind()))
     {
         match run_handler(shared, subscription, &event).await {
-            Ok(outcome) => metrics::handled(event.name(), outcome),
+            Ok(outcome) => observe::handled(event.name(), outcome),
             // Retries stopped because the consumer is stopping: leave it for redelivery.
             Err((error, _)) if error.is_transient() && shared.stopping.is_cancelled() => {
                 return JobOutcome::Abandoned;
@@ -122,7 +108,7 @@ pub(crate) async fn process(shared: &Shared, message: &OwnedMessage) -> JobOutco
             }
         }
     }
-    metrics::end_to_end(event.time());
+    observe::end_to_end(event.time());
     shared
         .guard
         .lock()
@@ -152,7 +138,7 @@ async fn wait_for_database(shared: &Shared) -> bool {
         if !database_down(shared).await {
             return true;
         }
-        delay = (delay * 2).min(shared.retry.max.max(Duration::from_millis(200)));
+        delay = (delay * 2).min(shared.retry.max_delay.max(Duration::from_millis(200)));
     }
 }
 
@@ -186,7 +172,7 @@ async fn run_handler(
                     }
                 }
                 Err(_) => {
-                    metrics::handled(event.name(), Outcome::Failure);
+                    observe::handled(event.name(), Outcome::Failure);
                     return result;
                 }
                 Ok(_) => return result,
@@ -194,12 +180,11 @@ async fn run_handler(
         }
     };
     attempt
-        .retry(shared.retry.backoff())
+        .retry(shared.retry.delays())
         .sleep(tokio::time::sleep)
         .when(|error: &HandlerError| error.is_transient() && !shared.stopping.is_cancelled())
         .notify(|error: &HandlerError, delay: Duration| {
-            ::metrics::counter!(HANDLER_RETRIES, "handler" => subscription.name.clone())
-                .increment(1);
+            metrics::counter!(HANDLER_RETRIES, "handler" => subscription.name.clone()).increment(1);
             tracing::info!(
                 event_id = event.id(), handler = %subscription.name, %error,
                 retry_in_ms = delay.as_millis() as u64, "handler failed transiently"
@@ -215,18 +200,15 @@ async fn attempt_once(
     event: &Arc<Event>,
     attempt: u32,
 ) -> Result<Outcome, HandlerError> {
-    if state::is_handled(&shared.db, &subscription.name, event.id())
-        .await
-        .map_err(HandlerError::transient)?
+    if shared
+        .handled
+        .is_handled(&subscription.name, event.id())
+        .await?
     {
         return Ok(Outcome::Duplicate);
     }
-    let tenant = shared
-        .tenants
-        .get_with_secret(event.client_key())
-        .await
-        .map_err(store_error)?;
-    let state = TenantState::new(shared.db.clone(), event.client_key());
+    let tenant = shared.tenants.get_with_secret(event.client_key()).await?;
+    let state = TenantState::new(shared.handled.clone(), event.client_key());
     let ctx = Context::new(ContextParts {
         event: event.clone(),
         handler: subscription.name.clone(),
@@ -242,24 +224,29 @@ async fn attempt_once(
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(HandlerError::permanent("handler panicked")));
-    ::metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
+    metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
         .record(started.elapsed().as_secs_f64());
     result?;
-    let recorded = state::commit_handled(&shared.db, &subscription.name, event, &state)
-        .await
-        .map_err(HandlerError::transient)?;
-    Ok(if recorded {
+    let writes = state.take_writes();
+    let origin = event.origin();
+    let run = HandlerRun {
+        event: HandledEvent {
+            handler: &subscription.name,
+            event_id: event.id(),
+            client_key: event.client_key(),
+            event_type: event.name(),
+            topic: &origin.topic,
+            partition: origin.partition,
+            offset: origin.offset,
+        },
+        writes: &writes,
+    };
+    let recorded = shared.handled.commit(&[run]).await?;
+    Ok(if recorded.first() == Some(&true) {
         Outcome::Success
     } else {
         Outcome::Duplicate
     })
-}
-
-fn store_error(error: StoreError) -> HandlerError {
-    match error {
-        StoreError::Database(_) => HandlerError::transient(error),
-        _ => HandlerError::permanent(error),
-    }
 }
 
 /// Writes `message` to the dead-letter topic, trying until the broker takes it or the
@@ -295,9 +282,9 @@ async fn dead_letter(
         });
     match written.await {
         Ok(()) => {
-            ::metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_string(), "reason" => letter.reason.as_str())
+            metrics::counter!(DEAD_LETTERED, "topic" => message.topic().to_string(), "reason" => letter.reason.as_str())
                 .increment(1);
-            metrics::handled(event_name, Outcome::DeadLettered);
+            observe::handled(event_name, Outcome::DeadLettered);
             JobOutcome::Finished
         }
         Err(_) => JobOutcome::Abandoned,

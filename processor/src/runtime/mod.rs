@@ -19,12 +19,12 @@ use tokio::task::JoinSet;
 use tributary_common::Config;
 use tributary_common::shutdown::Shutdown;
 
-pub(crate) use execute::{RetryPolicy, Shared};
+pub(crate) use execute::Shared;
 pub(crate) use guard::FailureGuard;
 pub(crate) use offsets::Assignments;
 
 use crate::ProcessorError;
-use crate::metrics::{EVENTS_CONSUMED, IN_FLIGHT};
+use crate::observe::{EVENTS_CONSUMED, IN_FLIGHT};
 use consumer::{RuntimeContext, consumer_config};
 use execute::JobOutcome;
 

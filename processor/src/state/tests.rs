@@ -1,130 +1,65 @@
-//! Handled-event records and tenant state, on PostgreSQL and on SQLite.
+//! What a handler sees of its tenant's state: its own staged writes first, then what is
+//! committed. (The store's own tests cover the database side on both backends.)
 
-use bytes::Bytes;
-use tributary_common::envelope::{Envelope, EventKind};
-use tributary_common::store::Database;
+use serde_json::{Value, json};
+use tributary_common::store::{HandledEvent, HandlerRun, HandlerStore, StateWrites};
+use tributary_devkit::TestSqlite;
 
 use super::*;
-use crate::event::Origin;
 
-/// A `#[tokio::test]` per backend for each named `async fn(Database)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = tributary_devkit::TestDatabase::create().await;
-                    super::$name(db.pool.clone().into()).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = tributary_devkit::TestSqlite::create().await;
-                    super::$name(db.pool.clone().into()).await;
-                }
-            )*
-        }
+#[tokio::test]
+async fn reads_see_the_handlers_own_writes_before_the_committed_state() {
+    let db = TestSqlite::create().await;
+    let store = HandlerStore::new(db.pool.clone());
+    let mut committed = StateWrites::default();
+    committed.set("count", json!(1));
+    committed.set("text", json!("42"));
+    let event = HandledEvent {
+        handler: "h",
+        event_id: "event-1",
+        client_key: "tenant-a",
+        event_type: "page_created",
+        topic: "t",
+        partition: 0,
+        offset: 1,
     };
-}
+    store
+        .commit(&[HandlerRun {
+            event,
+            writes: &committed,
+        }])
+        .await
+        .expect("commit");
 
-on_both_backends!(
-    an_event_commits_its_state_once,
-    state_round_trips_json_values_and_deletions,
-);
-
-fn page_event(offset: i64) -> Event {
-    let envelope = Envelope::new(
-        EventKind::Webhook("page_created".into()),
-        "tenant-a",
-        "https://acme.atlassian.net/wiki",
-        Bytes::from_static(b"{\"page\":{\"id\":1}}"),
-    );
-    Event::new(
-        envelope,
-        Origin {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-        },
-    )
-    .expect("JSON body")
-}
-
-async fn an_event_commits_its_state_once(db: Database) {
-    let event = page_event(7);
-    assert!(!is_handled(&db, "h", event.id()).await.expect("read"));
-
-    let first = TenantState::new(db.clone(), "tenant-a");
-    first.set("count", &1).expect("stage");
-    assert!(
-        commit_handled(&db, "h", &event, &first)
-            .await
-            .expect("commit")
-    );
-    assert!(is_handled(&db, "h", event.id()).await.expect("read"));
-    assert!(!is_handled(&db, "other", event.id()).await.expect("read"));
-
-    // A redelivery racing past the check: its writes are dropped with the duplicate record.
-    let again = TenantState::new(db.clone(), "tenant-a");
-    again.set("count", &2).expect("stage");
-    assert!(
-        !commit_handled(&db, "h", &event, &again)
-            .await
-            .expect("commit")
-    );
-    let reader = TenantState::new(db.clone(), "tenant-a");
-    assert_eq!(reader.get::<u64>("count").await.expect("read"), Some(1));
-}
-
-async fn state_round_trips_json_values_and_deletions(db: Database) {
-    let value =
-        serde_json::json!({"title": "Ünïcode ✓", "ratio": 1.5, "tags": ["a", "b"], "n": null});
-    let state = TenantState::new(db.clone(), "tenant-a");
+    let state = TenantState::new(store.clone(), "tenant-a");
+    assert_eq!(state.get::<u64>("count").await.expect("read"), Some(1));
+    let value = json!({"title": "Ünïcode ✓", "ratio": 1.5, "tags": ["a", "b"], "n": null});
     state.set("doc", &value).expect("stage");
-    state.set("text", &"42").expect("stage");
-    state.set("gone", &true).expect("stage");
+    state.set("count", &2).expect("stage");
+    state.delete("text");
     assert_eq!(
-        state
-            .get::<serde_json::Value>("doc")
-            .await
-            .expect("own write"),
+        state.get::<Value>("doc").await.expect("own write"),
         Some(value.clone())
     );
-    assert!(
-        commit_handled(&db, "h", &page_event(1), &state)
-            .await
-            .expect("commit")
-    );
-
-    let next = TenantState::new(db.clone(), "tenant-a");
+    assert_eq!(state.get::<u64>("count").await.expect("own write"), Some(2));
     assert_eq!(
-        next.get::<serde_json::Value>("doc").await.expect("read"),
-        Some(value)
-    );
-    assert_eq!(
-        next.get::<String>("text").await.expect("read"),
-        Some("42".to_string())
-    );
-    next.delete("gone");
-    next.set("text", &"43").expect("stage");
-    assert!(
-        commit_handled(&db, "h", &page_event(2), &next)
-            .await
-            .expect("commit")
-    );
-    let last = TenantState::new(db, "tenant-a");
-    assert_eq!(last.get::<bool>("gone").await.expect("read"), None);
-    assert_eq!(
-        last.get::<String>("text").await.expect("read"),
-        Some("43".to_string())
-    );
-    let other_tenant = TenantState::new(last.db.clone(), "tenant-b");
-    assert_eq!(
-        other_tenant.get::<String>("text").await.expect("read"),
+        state.get::<String>("text").await.expect("own deletion"),
         None
+    );
+    assert!(matches!(
+        state.get::<String>("count").await,
+        Err(StateError::Json(_))
+    ));
+    let other_tenant = TenantState::new(store.clone(), "tenant-b");
+    assert_eq!(other_tenant.get::<u64>("count").await.expect("read"), None);
+
+    let taken = state.take_writes();
+    assert_eq!(taken.get("doc"), Some(Some(&value)));
+    assert_eq!(taken.get("text"), Some(None));
+    assert!(state.take_writes().is_empty(), "taken once");
+    assert_eq!(
+        store.state("tenant-a", "count").await.expect("read"),
+        Some(json!(1)),
+        "staged writes reach the store only through the runtime's commit"
     );
 }

@@ -4,12 +4,12 @@
 //!
 //! Settings come from `TRIBUTARY_*` variables like every Tributary service.
 
-use tributary_common::{Config, shutdown, telemetry};
+use tributary_common::{Config, binary, shutdown, telemetry};
 use tributary_processor::{Context, HandlerError, Processor};
 use tributary_tests::{HANDLED_KEY, HANDLER_NAME};
 
 fn main() -> std::process::ExitCode {
-    shutdown::run_main(run())
+    binary::run_main(run())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -13,14 +13,6 @@ const WEBHOOK: RequestTarget<'static> = RequestTarget {
     base_path: "",
 };
 
-struct Secrets(HashMap<String, SharedSecret>);
-
-impl SecretLookup for Secrets {
-    async fn shared_secret(&self, client_key: &str) -> Result<Option<SharedSecret>, AuthError> {
-        Ok(self.0.get(client_key).cloned())
-    }
-}
-
 /// An HS256 token from `client_key` for `request`, issued at `issued_at`.
 fn sign_from_confluence(
     client_key: &str,
@@ -37,15 +29,20 @@ fn sign_from_confluence(
         .expect("sign")
 }
 
-fn lookup() -> Secrets {
-    Secrets(HashMap::from([(
-        "tenant-a".to_string(),
-        SharedSecret::new(SECRET),
-    )]))
+fn secrets() -> HashMap<String, SharedSecret> {
+    HashMap::from([("tenant-a".to_string(), SharedSecret::new(SECRET))])
 }
 
+/// The calls the ingest makes on a request from Confluence, in the order the protocol
+/// prescribes: decode untrusted, require HS256, find the tenant by `iss`, check the HMAC,
+/// then time and qsh.
 async fn verify(token: &str, policy: QshPolicy, leeway: u64) -> Result<VerifiedToken, AuthError> {
-    verify_hs256_request(token, WEBHOOK, policy, &lookup(), leeway).await
+    let token = UnverifiedToken::parse(token)?;
+    token.require_algorithm(Algorithm::HS256)?;
+    let secret = secrets()
+        .remove(token.issuer())
+        .ok_or(AuthError::UnknownIssuer)?;
+    token.verify_hs256(&secret, WEBHOOK, policy, now_unix(), leeway)
 }
 
 fn code(result: Result<VerifiedToken, AuthError>) -> &'static str {

@@ -1,10 +1,8 @@
-//! Kafka client settings shared by producers and consumers, and envelope conversion.
+//! Kafka client settings shared by producers and consumers.
 
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 
 use crate::config::Config;
-use crate::envelope::{Envelope, EnvelopeError};
 
 /// Client settings in three layers: Tributary's `defaults`, then the operator's
 /// `kafka_client_properties` (which win over the defaults), then `guarantees`, which no
@@ -87,27 +85,4 @@ pub fn manual_consumer_config(config: &Config, group_id: &str) -> ClientConfig {
             ("enable.auto.offset.store", "false".into()),
         ],
     )
-}
-
-/// The record headers of an envelope.
-pub fn envelope_headers(envelope: &Envelope) -> OwnedHeaders {
-    envelope
-        .headers()
-        .into_iter()
-        .fold(OwnedHeaders::new(), |headers, (key, value)| {
-            headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            })
-        })
-}
-
-/// Rebuilds the envelope carried by a consumed record.
-pub fn envelope_from_message<M: Message>(message: &M) -> Result<Envelope, EnvelopeError> {
-    let headers = message.headers();
-    let pairs = headers
-        .into_iter()
-        .flat_map(|h| h.iter())
-        .map(|h| (h.key, h.value));
-    Envelope::decode(message.key(), pairs, message.payload())
 }

@@ -15,18 +15,17 @@ use tributary_common::connect::{
 };
 use tributary_common::envelope::{Envelope, EventKind};
 
-use crate::app::AppState;
-use crate::body::{
-    check_declared_length, check_json_content_type, read_limited, request_target, token_of,
-};
+use super::secrets::Uninstalled;
+use super::{ConnectState, token_of};
+use crate::body::{check_declared_length, check_json_content_type, read_limited, request_target};
 use crate::rejection::Rejection;
-use crate::secrets::Uninstalled;
 
 pub async fn lifecycle(
     kind: LifecycleEventType,
-    State(app): State<Arc<AppState>>,
+    State(connect): State<Arc<ConnectState>>,
     request: Request,
 ) -> Result<Response, Rejection> {
+    let app = &connect.app;
     let (parts, body) = request.into_parts();
     check_json_content_type(&parts.headers)?;
     check_declared_length(&parts.headers, app.max_body)?;
@@ -39,7 +38,7 @@ pub async fn lifecycle(
     if payload.event_type != kind {
         return Err(Rejection::EventTypeMismatch);
     }
-    if payload.key != app.app_key {
+    if payload.key != connect.app_key {
         return Err(Rejection::AppKeyMismatch);
     }
     let target = request_target(&parts);
@@ -51,25 +50,26 @@ pub async fn lifecycle(
     let token = token_of(&parts);
     match kind {
         LifecycleEventType::Installed => {
-            authenticate_install(&app, token.as_deref(), request, &payload).await?;
+            authenticate_install(&connect, token.as_deref(), request, &payload).await?;
             // The base URL is where the app will send signed requests, so only allowed hosts.
-            if !app.allowlist.allows_url(&payload.base_url) {
+            if !connect.allowlist.allows_url(&payload.base_url) {
                 return Err(Rejection::HostNotAllowed);
             }
         }
         LifecycleEventType::Uninstalled => {
             let token = token.ok_or(AuthError::MissingToken)?;
-            if app.allow_legacy_installs && is_hs256(&token) {
-                authenticate_with_tenant_secret(&app, &token, request, &payload).await?;
+            if connect.allow_legacy_installs && is_hs256(&token) {
+                authenticate_with_tenant_secret(&connect, &token, request, &payload).await?;
             } else {
-                app.installs
+                connect
+                    .installs
                     .verify(&token, request, &payload.client_key)
                     .await?;
             }
         }
         LifecycleEventType::Enabled | LifecycleEventType::Disabled => {
             let token = token.ok_or(AuthError::MissingToken)?;
-            authenticate_with_tenant_secret(&app, &token, request, &payload).await?;
+            authenticate_with_tenant_secret(&connect, &token, request, &payload).await?;
         }
     }
 
@@ -92,8 +92,7 @@ pub async fn lifecycle(
             .map(|tenant| tenant.is_some()),
     }
     .map_err(|e| Rejection::StoreUnavailable(e.to_string()))?;
-    app.secrets.invalidate(&payload.client_key).await;
-    crate::tenant_changes::announce(app.store.database(), &payload.client_key).await;
+    connect.secrets.changed(&payload.client_key).await;
     if !known {
         // Only a signed uninstall gets here for a tenant this app never stored: nothing
         // to change and nothing for processors to act on.
@@ -106,10 +105,7 @@ pub async fn lifecycle(
     envelope.data = redact_shared_secret(&raw)
         .map_err(|_| Rejection::MalformedBody("not a lifecycle JSON object".into()))?
         .into();
-    app.publisher
-        .publish(app.router.topic_for(kind.as_str()), &envelope)
-        .await
-        .map_err(|e| Rejection::BrokerUnavailable(e.to_string()))?;
+    app.publish(&envelope).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -117,40 +113,43 @@ pub async fn lifecycle(
 /// come unsigned and a reinstall signed with the tenant's current secret; a known tenant is
 /// never overwritten by anything else.
 async fn authenticate_install(
-    app: &AppState,
+    connect: &ConnectState,
     token: Option<&str>,
     request: RequestTarget<'_>,
     payload: &LifecyclePayload,
 ) -> Result<(), Rejection> {
     match token {
-        Some(token) if app.allow_legacy_installs && is_hs256(token) => {
-            authenticate_with_tenant_secret(app, token, request, payload).await
+        Some(token) if connect.allow_legacy_installs && is_hs256(token) => {
+            authenticate_with_tenant_secret(connect, token, request, payload).await
         }
         Some(token) => {
-            app.installs
+            connect
+                .installs
                 .verify(token, request, &payload.client_key)
                 .await?;
             Ok(())
         }
-        None if app.allow_legacy_installs => match app.store.get(&payload.client_key).await {
-            Ok(None) => Ok(()),
-            Ok(Some(_)) => Err(AuthError::MissingToken.into()),
-            Err(err) => Err(Rejection::StoreUnavailable(err.to_string())),
-        },
+        None if connect.allow_legacy_installs => {
+            match connect.app.store.get(&payload.client_key).await {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err(AuthError::MissingToken.into()),
+                Err(err) => Err(Rejection::StoreUnavailable(err.to_string())),
+            }
+        }
         None => Err(AuthError::MissingToken.into()),
     }
 }
 
 /// HS256 with the stored secret of the tenant the body names.
 async fn authenticate_with_tenant_secret(
-    app: &AppState,
+    connect: &ConnectState,
     token: &str,
     request: RequestTarget<'_>,
     payload: &LifecyclePayload,
 ) -> Result<(), Rejection> {
     // Notifications may trail an uninstall (Confluence sends `disabled` and `uninstalled`
     // in either order), so an uninstalled tenant is still recognised here.
-    let (verified, _) = app
+    let (verified, _) = connect
         .secrets
         .verify(token, request, Uninstalled::Accept)
         .await?;

@@ -1,8 +1,16 @@
 //! Tenant secrets kept in memory, and the HS256 check of requests from Confluence.
 //!
 //! A webhook must not cost a database round trip, so tenants are cached (bounded, with a
-//! time-to-live). Another ingest replica may have rotated a secret or reinstalled a tenant
-//! since the entry was loaded, so a failure against a cached entry re-reads the tenant once.
+//! time-to-live). Keeping the cache true:
+//! - a replica that changes a tenant forgets it and announces the change on the store's
+//!   tenant-change feed; every replica following the feed forgets that tenant too, so a
+//!   rotated secret is refused everywhere within the announcement's latency rather than the
+//!   cache's time-to-live;
+//! - when the feed may have missed announcements (at start, after a lost connection), every
+//!   cached tenant is forgotten; while the database is unreachable the cache is kept, since
+//!   nobody can change a tenant then and webhooks keep being verified;
+//! - an announcement may still be lost, so a bad signature or an uninstalled status seen in
+//!   a cached entry re-reads the tenant once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +21,8 @@ use tributary_common::connect::token::now_unix;
 use tributary_common::connect::{
     AuthError, QshPolicy, RequestTarget, SharedSecret, UnverifiedToken, VerifiedToken,
 };
-use tributary_common::store::{TenantStatus, TenantStore};
+use tributary_common::shutdown::Shutdown;
+use tributary_common::store::{TenantChange, TenantChangeFeed, TenantStatus, TenantStore};
 
 /// What a request check needs to know about a tenant.
 #[derive(Debug, Clone)]
@@ -57,14 +66,32 @@ impl TenantSecrets {
         }
     }
 
-    /// Forgets a tenant after this replica changed it.
-    pub async fn invalidate(&self, client_key: &str) {
+    /// This replica changed the tenant: forget it here and tell the other replicas. A
+    /// failed announcement is only logged: the change itself is committed, and the other
+    /// replicas' entries expire or fail over to a re-read on their own.
+    pub async fn changed(&self, client_key: &str) {
         self.cache.invalidate(client_key).await;
+        if let Err(err) = self.store.announce_change(client_key).await {
+            tracing::warn!(error = %err, "could not announce a tenant change to other replicas");
+        }
     }
 
-    /// Forgets every tenant (changes may have been missed).
-    pub fn invalidate_all(&self) {
-        self.cache.invalidate_all();
+    /// Forgets what `feed` says changed, until `shutdown` fires or the feed ends (on SQLite
+    /// at once: one process, nobody else changes tenants).
+    pub async fn follow_changes(self, mut feed: TenantChangeFeed, shutdown: Shutdown) {
+        loop {
+            let change = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                change = feed.next() => change,
+            };
+            match change {
+                Some(TenantChange::Changed(client_key)) => {
+                    self.cache.invalidate(&client_key).await;
+                }
+                Some(TenantChange::Resync) => self.cache.invalidate_all(),
+                None => return,
+            }
+        }
     }
 
     /// The tenant, and whether it was read from the store just now.

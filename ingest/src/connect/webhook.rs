@@ -4,29 +4,27 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 use tributary_common::connect::{AuthError, RequestTarget};
 use tributary_common::envelope::{Envelope, EventKind, subject_of};
 
-use crate::app::AppState;
+use super::secrets::Uninstalled;
+use super::{ConnectState, token_of};
+use crate::app::accepted;
 use crate::body::{check_declared_length, check_json_content_type, read_limited, request_target};
 use crate::rejection::Rejection;
-use crate::secrets::Uninstalled;
-
-/// The response header naming the id (`ce_id`) the accepted event travels under.
-pub const EVENT_ID_HEADER: &str = "tributary-event-id";
 
 pub async fn webhook(
-    State(app): State<Arc<AppState>>,
+    State(connect): State<Arc<ConnectState>>,
     event: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Response, Rejection> {
     let Ok(Path(event)) = event else {
         return Err(Rejection::UnknownEvent);
     };
-    if !app.events.contains(&event) {
+    let app = &connect.app;
+    if !connect.events.contains(&event) {
         return Err(Rejection::UnknownEvent);
     }
     let (parts, body) = request.into_parts();
@@ -34,9 +32,9 @@ pub async fn webhook(
     check_declared_length(&parts.headers, app.max_body)?;
     // The token is checked before the body is read, so an unauthenticated caller never gets
     // a buffer.
-    let token = crate::body::token_of(&parts).ok_or(AuthError::MissingToken)?;
+    let token = token_of(&parts).ok_or(AuthError::MissingToken)?;
     let target = request_target(&parts);
-    let (verified, tenant) = app
+    let (verified, tenant) = connect
         .secrets
         .verify(
             &token,
@@ -67,13 +65,6 @@ pub async fn webhook(
         body,
     )
     .with_subject(subject_of(&json));
-    app.publisher
-        .publish(app.router.topic_for(&event), &envelope)
-        .await
-        .map_err(|e| Rejection::BrokerUnavailable(e.to_string()))?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(id) = HeaderValue::from_str(&envelope.id) {
-        response.headers_mut().insert(EVENT_ID_HEADER, id);
-    }
-    Ok(response)
+    app.publish(&envelope).await?;
+    Ok(accepted(&envelope))
 }

@@ -1,0 +1,239 @@
+//! What handlers leave in the database: a record per (handler, event) they handled, and the
+//! per-tenant key-value state they write, committed together.
+//!
+//! A handler's state writes commit in the same transaction as the record that it handled
+//! the event. When the record exists already (another consumer got there first after a
+//! rebalance), the writes are dropped, so each event changes a handler's state exactly once.
+//!
+//! Both reads and commits take whole batches: [`HandlerStore::handled`] answers for many
+//! handlers and events in one query, and [`HandlerStore::commit`] records many runs in one
+//! transaction. A single event is a batch of one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::{Database, StoreError};
+use crate::with_database;
+
+/// Most ids bound in one statement; far below what either backend accepts (SQLite 32766
+/// parameters, PostgreSQL 65535), so a huge batch is split rather than refused.
+const MAX_IDS_PER_QUERY: usize = 10_000;
+
+/// One handler's successful run on one event, as its handled-event record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandledEvent<'a> {
+    pub handler: &'a str,
+    pub event_id: &'a str,
+    /// The event's tenant; the run's state writes are this tenant's.
+    pub client_key: &'a str,
+    pub event_type: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Changes to one tenant's key-value state, staged until their run commits. A later change
+/// of a key replaces an earlier one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateWrites {
+    /// `None` deletes the key.
+    changes: BTreeMap<String, Option<Value>>,
+}
+
+impl StateWrites {
+    pub fn set(&mut self, key: &str, value: Value) {
+        self.changes.insert(key.to_string(), Some(value));
+    }
+
+    pub fn delete(&mut self, key: &str) {
+        self.changes.insert(key.to_string(), None);
+    }
+
+    /// The staged change of `key`: `Some(Some(value))` set, `Some(None)` deleted, `None`
+    /// when nothing is staged for it.
+    pub fn get(&self, key: &str) -> Option<Option<&Value>> {
+        self.changes.get(key).map(Option::as_ref)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// A run to commit: its handled-event record and the state writes that go with it.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerRun<'a> {
+    pub event: HandledEvent<'a>,
+    pub writes: &'a StateWrites,
+}
+
+/// Which handlers have handled which events, as [`HandlerStore::handled`] found them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandledSet {
+    /// Handler names by event id.
+    by_event: HashMap<String, HashSet<String>>,
+}
+
+impl HandledSet {
+    pub fn contains(&self, handler: &str, event_id: &str) -> bool {
+        self.by_event
+            .get(event_id)
+            .is_some_and(|handlers| handlers.contains(handler))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_event.is_empty()
+    }
+}
+
+/// Handled-event records and tenant state on one database.
+#[derive(Debug, Clone)]
+pub struct HandlerStore {
+    db: Database,
+}
+
+/// `$first, $first+1, ...`: `count` numbered parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl HandlerStore {
+    /// A store on `db`: a [`Database`], or a PostgreSQL or SQLite pool.
+    pub fn new(db: impl Into<Database>) -> Self {
+        HandlerStore { db: db.into() }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Every (handler, event) pair among `handlers` x `event_ids` recorded as handled, in
+    /// one query (one per [`MAX_IDS_PER_QUERY`] events).
+    pub async fn handled(
+        &self,
+        handlers: &[&str],
+        event_ids: &[&str],
+    ) -> Result<HandledSet, StoreError> {
+        let mut found = HandledSet::default();
+        if handlers.is_empty() {
+            return Ok(found);
+        }
+        for events in event_ids.chunks(MAX_IDS_PER_QUERY) {
+            let query = format!(
+                "SELECT handler, event_id FROM handled_events \
+                 WHERE handler IN ({}) AND event_id IN ({})",
+                placeholders(1, handlers.len()),
+                placeholders(handlers.len() + 1, events.len()),
+            );
+            let rows: Vec<(String, String)> = with_database!(&self.db, |pool, _sql| {
+                let mut select = sqlx::query_as(&query);
+                for value in handlers.iter().chain(events) {
+                    select = select.bind(*value);
+                }
+                select.fetch_all(pool).await?
+            });
+            for (handler, event_id) in rows {
+                found.by_event.entry(event_id).or_default().insert(handler);
+            }
+        }
+        Ok(found)
+    }
+
+    /// True when `handler` has handled the event `event_id` before.
+    pub async fn is_handled(&self, handler: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .handled(&[handler], &[event_id])
+            .await?
+            .contains(handler, event_id))
+    }
+
+    /// The committed value of `key` in the tenant's state.
+    pub async fn state(&self, client_key: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        // Values travel as JSON text, cast in SQL: no need for sqlx's `json` feature.
+        let text = with_database!(&self.db, |pool, _sql| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT CAST(value AS TEXT) FROM tenant_state \
+                 WHERE client_key = $1 AND key = $2",
+            )
+            .bind(client_key)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+        });
+        text.map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                StoreError::CorruptRow(format!("tenant state `{key}` is not JSON: {e}"))
+            })
+        })
+        .transpose()
+    }
+
+    /// Records every run as handled and applies its state writes, all in one transaction,
+    /// in order. For each run, true when it was recorded now; false when its record existed
+    /// already, and then its writes are dropped.
+    pub async fn commit(&self, runs: &[HandlerRun<'_>]) -> Result<Vec<bool>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_database!(&self.db, |pool, sql| {
+            let upsert = format!(
+                "INSERT INTO tenant_state (client_key, key, value) VALUES ($1, $2, $3{json}) \
+                 ON CONFLICT (client_key, key) DO UPDATE \
+                 SET value = EXCLUDED.value, updated_at = {now}",
+                json = sql.json_cast,
+                now = sql.now
+            );
+            let mut tx = pool.begin_with(sql.begin_write).await?;
+            let mut recorded = Vec::with_capacity(runs.len());
+            for run in runs {
+                let event = &run.event;
+                let inserted = sqlx::query(
+                    "INSERT INTO handled_events \
+                     (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(event.handler)
+                .bind(event.event_id)
+                .bind(event.client_key)
+                .bind(event.event_type)
+                .bind(event.topic)
+                .bind(event.partition)
+                .bind(event.offset)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if inserted {
+                    for (key, change) in &run.writes.changes {
+                        match change {
+                            Some(value) => {
+                                sqlx::query(&upsert)
+                                    .bind(event.client_key)
+                                    .bind(key)
+                                    .bind(value.to_string())
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            None => {
+                                sqlx::query(
+                                    "DELETE FROM tenant_state WHERE client_key = $1 AND key = $2",
+                                )
+                                .bind(event.client_key)
+                                .bind(key)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                        }
+                    }
+                }
+                recorded.push(inserted);
+            }
+            tx.commit().await?;
+            Ok(recorded)
+        })
+    }
+}

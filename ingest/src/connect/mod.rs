@@ -1,0 +1,89 @@
+//! Atlassian Connect as an event source: the descriptor Confluence installs the app from, the
+//! lifecycle callbacks that install and change tenants, the webhooks, and the tenant secrets
+//! that authenticate them.
+
+pub mod descriptor;
+pub mod lifecycle;
+pub mod secrets;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use tributary_common::connect::{InstallVerifier, LifecycleEventType, extract_token};
+use tributary_common::hosts::HostAllowlist;
+
+use crate::app::AppState;
+use crate::body::request_query;
+use crate::observe::{EdgeLayers, EventLabel, RouteLabels};
+use descriptor::{DESCRIPTOR_PATH, WEBHOOK_ROUTE, WebhookEvents, lifecycle_path};
+use secrets::TenantSecrets;
+
+/// What the Connect routes need besides the shared state.
+pub struct ConnectState {
+    pub app: Arc<AppState>,
+    pub app_key: String,
+    pub allow_legacy_installs: bool,
+    /// Hosts tenants may live on: an install's `baseUrl` must be one of them.
+    pub allowlist: HostAllowlist,
+    pub events: Arc<WebhookEvents>,
+    /// The descriptor, rendered once.
+    pub descriptor: Bytes,
+    pub secrets: TenantSecrets,
+    pub installs: InstallVerifier,
+}
+
+/// The descriptor, lifecycle and webhook routes, each behind the edge.
+pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers) -> Router {
+    let events = state.events.clone();
+    let webhook_labels = RouteLabels {
+        route: "webhook",
+        event: EventLabel::LastSegment(Arc::new(move |name| events.contains(name))),
+    };
+    let mut routes = Router::new()
+        .route(
+            DESCRIPTOR_PATH,
+            edge.wrap(
+                get(serve_descriptor),
+                RouteLabels::fixed("descriptor", "none"),
+            ),
+        )
+        .route(
+            WEBHOOK_ROUTE,
+            edge.wrap(post(webhook::webhook), webhook_labels),
+        );
+    for kind in LifecycleEventType::ALL {
+        routes = routes.route(
+            &lifecycle_path(kind),
+            edge.wrap(
+                post(move |state, request| lifecycle::lifecycle(kind, state, request)),
+                RouteLabels::fixed(kind.as_str(), kind.as_str()),
+            ),
+        );
+    }
+    routes.with_state(state)
+}
+
+async fn serve_descriptor(State(state): State<Arc<ConnectState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.descriptor.clone(),
+    )
+}
+
+/// The token from `Authorization: JWT ...` or the `jwt` query parameter.
+pub fn token_of(parts: &Parts) -> Option<String> {
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    extract_token(authorization, request_query(parts))
+        .map(|token| token.into_owned())
+        .filter(|token| !token.is_empty())
+}
