@@ -14,6 +14,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
+use sqlx::PgPool;
 
 use crate::support::{Harness, TOPIC, handled_count, wait_for, webhook};
 
@@ -114,7 +115,7 @@ async fn killed_processor_is_replaced_and_effects_happen_once() {
     first.child.kill().expect("SIGKILL");
     first.child.wait().expect("reaped");
     let pool = harness.pool();
-    let recorded_at_kill = handled_count(&pool, HANDLER).await;
+    let recorded_at_kill = settled_handled_count(&pool).await;
     assert!(recorded_at_kill > 0);
     assert_eq!(
         committed_offsets(harness.kafka.bootstrap_servers(), group),
@@ -183,6 +184,21 @@ async fn killed_processor_is_replaced_and_effects_happen_once() {
             .iter()
             .all(Option::is_some)
     );
+}
+
+/// The handled-event count once the killed child's last commit, if one was in flight, has
+/// landed: Postgres finishes a COMMIT it already received after the client dies, so a
+/// single read right after the kill can miss it.
+async fn settled_handled_count(pool: &PgPool) -> i64 {
+    let mut last = handled_count(pool, HANDLER).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = handled_count(pool, HANDLER).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// The group's committed offset for each partition of the events topic.
