@@ -121,6 +121,14 @@ const SELECT: &str = "SELECT id, cloud_id, installation_id, tenant_key, api_base
     environment_type, status, token_key_id, token_nonce, token_ciphertext, token_expires_at \
     FROM forge_installations";
 
+/// SET clauses that drop the stored token when the row's installation id changes to `$2`
+/// (the right-hand sides read the row as it was).
+const RETIRE_TOKEN: &str = "\
+    token_key_id = CASE WHEN installation_id = $2 THEN token_key_id END, \
+    token_nonce = CASE WHEN installation_id = $2 THEN token_nonce END, \
+    token_ciphertext = CASE WHEN installation_id = $2 THEN token_ciphertext END, \
+    token_expires_at = CASE WHEN installation_id = $2 THEN token_expires_at END";
+
 /// The token is bound to its installation, so a ciphertext copied onto another row does
 /// not decrypt.
 fn token_binding(installation_id: &str) -> String {
@@ -201,11 +209,13 @@ impl ForgeStore {
             }
             let id = match row {
                 Some(found) => {
+                    // A token is bound to its installation: a new installation id retires
+                    // the old one's token (a delivery carrying a new one stores it below).
                     sqlx::query(&format!(
                         "UPDATE forge_installations SET installation_id = $2, \
                          cloud_id = COALESCE($3, cloud_id), api_base_url = $4, app_id = $5, \
-                         environment_type = COALESCE($6, environment_type), updated_at = {} \
-                         WHERE id = $1",
+                         environment_type = COALESCE($6, environment_type), {RETIRE_TOKEN}, \
+                         updated_at = {} WHERE id = $1",
                         sql.now
                     ))
                     .bind(found.id)
@@ -296,7 +306,7 @@ impl ForgeStore {
                         Some(id) => {
                             sqlx::query(&format!(
                                 "UPDATE forge_installations SET installation_id = $2, \
-                                 updated_at = {} WHERE id = $1",
+                                 {RETIRE_TOKEN}, updated_at = {} WHERE id = $1",
                                 sql.now
                             ))
                             .bind(id)

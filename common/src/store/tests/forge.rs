@@ -63,6 +63,28 @@ async fn the_system_token_is_stored_encrypted(db: &Database) {
             .expect("row")
     });
     assert!(!raw.windows(12).any(|w| w == b"system-token"));
+    // A delivery for the same installation without a token keeps it; a reinstall (a new
+    // installation id) retires it, since it was the old installation's.
+    store
+        .record_invocation(&invocation(INSTALLATION), None)
+        .await
+        .expect("record");
+    let (_, kept) = store
+        .for_tenant(&site_tenant_key(CLOUD))
+        .await
+        .expect("read")
+        .expect("known");
+    assert_eq!(kept, Some(SystemToken::new("system-token-value-1")));
+    store
+        .record_invocation(&invocation(REINSTALLED), None)
+        .await
+        .expect("record");
+    let (reinstalled, retired) = store
+        .for_tenant(&site_tenant_key(CLOUD))
+        .await
+        .expect("read")
+        .expect("known");
+    assert_eq!((retired, reinstalled.token_expires_at), (None, None));
 }
 
 async fn a_connect_install_links_before_or_after_forge_delivers(db: &Database) {
