@@ -296,3 +296,39 @@ fn bearer_tokens_and_cloud_ids() {
     );
     assert_eq!(cloud_id_of("https://api.atlassian.com/other"), None);
 }
+
+#[tokio::test]
+async fn staging_tokens_are_checked_against_the_staging_jwks() {
+    let key = InstallKey::test(KID);
+    let production = JwksServer::start(&[]).await;
+    let staging = JwksServer::start(&[&key]).await;
+    let provider = |server: &JwksServer| {
+        JwksProvider::new(
+            &server.url(),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        )
+    };
+    let hosts = HostAllowlist::new(&["api.atlassian.com".into(), "api.stg.atlassian.com".into()])
+        .expect("hosts");
+    let verifier = ForgeVerifier::new(
+        TEST_APP_ID,
+        provider(&production),
+        provider(&staging),
+        hosts,
+        30,
+    );
+    let on_staging =
+        ForgeInstallation::new(TEST_APP_ID, "https://api.stg.atlassian.com", key.clone());
+    verifier
+        .verify(&on_staging.fit().expect("sign"))
+        .await
+        .expect("a staging token verifies with the staging keys");
+    let on_production = ForgeInstallation::new(TEST_APP_ID, "https://api.atlassian.com", key);
+    let refused = verifier
+        .verify(&on_production.fit().expect("sign"))
+        .await
+        .expect_err("the production JWKS lacks the key");
+    assert_eq!(refused.code(), "unknown_kid");
+    assert_eq!((staging.hits(), production.hits()), (1, 1));
+}
