@@ -113,8 +113,11 @@ pub async fn run(
         usize::try_from(config.ingest_max_in_flight).unwrap_or(usize::MAX),
         config.ingest_retry_after_seconds,
     );
+    let connect_tenants = connect.secrets.clone();
     let mut sources = vec![connect::router(connect, &edge)];
-    if let Some(state) = forge::ForgeState::from_config(&config, app.clone(), forge_store) {
+    if let Some(state) =
+        forge::ForgeState::from_config(&config, app.clone(), forge_store, connect_tenants)
+    {
         sources.push(forge::router(Arc::new(state), &edge));
     }
     let router = app::router(app, sources);

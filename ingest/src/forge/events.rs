@@ -120,6 +120,10 @@ pub async fn deliver(
                     .apply_lifecycle(&installation.tenant_key, connect_event, &event_id)
                     .await
                     .map_err(store_failed)?;
+                forge
+                    .connect_tenants
+                    .changed(&installation.tenant_key)
+                    .await;
             }
         }
     }

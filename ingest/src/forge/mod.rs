@@ -15,6 +15,7 @@ use tributary_common::forge::{ForgeVerifier, JwksProvider};
 use tributary_common::store::ForgeStore;
 
 use crate::app::AppState;
+use crate::connect::secrets::TenantSecrets;
 use crate::observe::{EdgeLayers, RouteLabels};
 
 /// Where Forge delivers events (the manifest's endpoint `route.path`).
@@ -27,6 +28,9 @@ pub struct ForgeState {
     pub app: Arc<AppState>,
     pub verifier: ForgeVerifier,
     pub store: ForgeStore,
+    /// The Connect routes' tenant cache: a Forge lifecycle event that changes a linked
+    /// Connect tenant's status must reach it at once, as Connect's own callbacks do.
+    pub connect_tenants: TenantSecrets,
     /// How far back a retried delivery's original is looked for.
     pub retry_window: Duration,
     /// How long a system token is used when it does not carry its own expiry.
@@ -35,7 +39,12 @@ pub struct ForgeState {
 
 impl ForgeState {
     /// The Forge source, or `None` when no Forge app id is configured (the route is off).
-    pub fn from_config(config: &Config, app: Arc<AppState>, store: ForgeStore) -> Option<Self> {
+    pub fn from_config(
+        config: &Config,
+        app: Arc<AppState>,
+        store: ForgeStore,
+        connect_tenants: TenantSecrets,
+    ) -> Option<Self> {
         if !config.forge_enabled() {
             return None;
         }
@@ -50,6 +59,7 @@ impl ForgeState {
                 config.jwt_leeway_seconds,
             ),
             store,
+            connect_tenants,
             retry_window: Duration::from_secs(config.forge_retry_window_seconds),
             token_ttl: Duration::from_secs(config.forge_system_token_ttl_seconds),
         })

@@ -345,5 +345,11 @@ async fn a_linked_connect_tenant_gets_both_kinds_in_order_under_one_key() {
         .expect("read")
         .expect("known");
     assert_eq!(after.status, TenantStatus::Uninstalled);
+    // The Connect routes know at once: the tenant's webhooks are refused now.
+    let refused = ingest
+        .webhook(&tenant, "page_created", &page_event("after-uninstall"))
+        .await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.code(), "tenant_uninstalled");
     ingest.stop().await.expect("clean stop");
 }
