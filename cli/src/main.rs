@@ -38,6 +38,11 @@ enum Command {
     },
     /// Validate the configuration and print the effective settings (secrets redacted).
     Config,
+    /// Forge Remote: `forge manifest` prints the manifest.yml fragment for this app.
+    Forge {
+        #[command(subcommand)]
+        command: ForgeCommand,
+    },
     /// Inspect and replay dead-lettered events.
     Dlq {
         #[command(subcommand)]
@@ -67,6 +72,13 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout_seconds: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum ForgeCommand {
+    /// Print the manifest.yml fragment (trigger, endpoint with the app system token,
+    /// remote, scopes) that makes Forge deliver events to this ingest.
+    Manifest,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +127,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Config => println!("{config:#?}"),
+        Command::Forge {
+            command: ForgeCommand::Manifest,
+        } => print!("{}", tributary_ingest::forge::manifest::manifest(&config)),
         Command::Dlq { command } => dlq::run(&config, command).await?,
         Command::Probe { .. }
         | Command::Loadgen(_)

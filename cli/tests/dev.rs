@@ -147,6 +147,10 @@ fn dev_demo_shows_the_round_trip_and_stops_cleanly_on_ctrl_c() {
             // ...and a page event, by calling the simulated Confluence back.
             "demo handler: Confluence REST answered GET page",
             "demo handler: Confluence REST answered POST comment",
+            // The Forge installation's events took the same way, the call back going
+            // through the API gateway with the system token (the Forge site's page title).
+            "demo: Forge delivered an event",
+            "Forge: design review",
         ],
         started + ROUND_TRIP_DEADLINE,
     );

@@ -121,6 +121,16 @@ pub struct Config {
     pub confluence_max_concurrency_per_tenant: u64,
     pub oauth_authorization_server_url: String,
 
+    pub forge_app_id: String,
+    pub forge_jwks_url: String,
+    pub forge_staging_jwks_url: String,
+    pub forge_jwks_refresh_interval_seconds: u64,
+    pub forge_api_host_allowlist: Vec<String>,
+    pub forge_retry_window_seconds: u64,
+    pub forge_system_token_ttl_seconds: u64,
+    pub forge_events: Vec<String>,
+    pub forge_scopes: Vec<String>,
+
     #[serde(skip)]
     parsed: Parsed,
 }
@@ -132,6 +142,7 @@ struct Parsed {
     allowlist: HostAllowlist,
     router: TopicRouter,
     regions: BTreeMap<String, String>,
+    forge_api_hosts: HostAllowlist,
 }
 
 impl Config {
@@ -349,7 +360,51 @@ impl Config {
             "oauth_authorization_server_url",
             &self.oauth_authorization_server_url,
         )?;
+        self.validate_forge(url)?;
         Ok(())
+    }
+
+    fn validate_forge(
+        &mut self,
+        url: impl Fn(&str, &str) -> Result<url::Url, ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let id = self.forge_app_id.trim();
+        let uuid = id.strip_prefix("ari:cloud:ecosystem::app/").unwrap_or(id);
+        if !id.is_empty() && uuid::Uuid::parse_str(uuid).is_err() {
+            return Err(invalid(
+                "forge_app_id",
+                "must be the app's ARI (ari:cloud:ecosystem::app/<uuid>) or its UUID",
+            ));
+        }
+        url("forge_jwks_url", &self.forge_jwks_url)?;
+        url("forge_staging_jwks_url", &self.forge_staging_jwks_url)?;
+        self.parsed.forge_api_hosts = HostAllowlist::new(&self.forge_api_host_allowlist)
+            .map_err(|e| invalid("forge_api_host_allowlist", e))?;
+        for event in &self.forge_events {
+            if !crate::forge::is_forge_event_name(event) {
+                return Err(invalid(
+                    "forge_events",
+                    format!("`{event}` is not a Forge event name (avi:...)"),
+                ));
+            }
+        }
+        if self.forge_retry_window_seconds == 0 || self.forge_system_token_ttl_seconds == 0 {
+            return Err(invalid(
+                "forge_retry_window_seconds",
+                "and forge_system_token_ttl_seconds must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when a Forge app id is configured: the Forge route is served only then.
+    pub fn forge_enabled(&self) -> bool {
+        !self.forge_app_id.trim().is_empty()
+    }
+
+    /// Hosts a Forge installation's `apiBaseUrl` may name.
+    pub fn forge_api_hosts(&self) -> &HostAllowlist {
+        &self.parsed.forge_api_hosts
     }
 
     /// The keyring for secrets at rest, or an error naming the missing setting.

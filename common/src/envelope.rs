@@ -13,6 +13,8 @@ use crate::connect::LifecycleEventType;
 pub const SPEC_VERSION: &str = "1.0";
 pub const WEBHOOK_TYPE_PREFIX: &str = "com.atlassian.confluence.";
 pub const LIFECYCLE_TYPE_PREFIX: &str = "com.atlassian.connect.lifecycle.";
+/// Forge deliveries: the prefix followed by the Forge event name (`avi:confluence:created:page`).
+pub const FORGE_TYPE_PREFIX: &str = "com.atlassian.forge.";
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 pub mod header {
@@ -31,14 +33,26 @@ pub mod header {
 pub enum EventKind {
     Webhook(String),
     Lifecycle(LifecycleEventType),
+    /// A Forge event under its Forge name (`avi:confluence:created:page`).
+    Forge(String),
 }
 
 impl EventKind {
-    /// The short name handlers subscribe to: `page_created`, `installed`, ...
+    /// The short name handlers subscribe to: `page_created`, `installed`, ... A Forge event
+    /// is named by its Connect counterpart where there is one, so one handler serves both.
     pub fn name(&self) -> &str {
         match self {
             EventKind::Webhook(name) => name,
             EventKind::Lifecycle(t) => t.as_str(),
+            EventKind::Forge(name) => crate::forge::connect_name_of(name).unwrap_or(name),
+        }
+    }
+
+    /// The Forge event name of a Forge event.
+    pub fn forge_name(&self) -> Option<&str> {
+        match self {
+            EventKind::Forge(name) => Some(name),
+            _ => None,
         }
     }
 
@@ -46,12 +60,16 @@ impl EventKind {
         match self {
             EventKind::Webhook(name) => format!("{WEBHOOK_TYPE_PREFIX}{name}"),
             EventKind::Lifecycle(t) => format!("{LIFECYCLE_TYPE_PREFIX}{}", t.as_str()),
+            EventKind::Forge(name) => format!("{FORGE_TYPE_PREFIX}{name}"),
         }
     }
 
     pub fn from_ce_type(ce_type: &str) -> Option<Self> {
         if let Some(name) = ce_type.strip_prefix(WEBHOOK_TYPE_PREFIX) {
             (!name.is_empty()).then(|| EventKind::Webhook(name.to_string()))
+        } else if let Some(name) = ce_type.strip_prefix(FORGE_TYPE_PREFIX) {
+            name.starts_with("avi:")
+                .then(|| EventKind::Forge(name.to_string()))
         } else {
             ce_type
                 .strip_prefix(LIFECYCLE_TYPE_PREFIX)
@@ -278,6 +296,24 @@ mod tests {
         assert_eq!(EventKind::from_ce_type(&kind.ce_type()), Some(kind));
         assert_eq!(
             EventKind::from_ce_type("com.atlassian.connect.lifecycle.exploded"),
+            None
+        );
+    }
+
+    #[test]
+    fn forge_types_round_trip_and_take_connect_names() {
+        let kind = EventKind::Forge("avi:confluence:created:page".into());
+        assert_eq!(
+            kind.ce_type(),
+            "com.atlassian.forge.avi:confluence:created:page"
+        );
+        assert_eq!(EventKind::from_ce_type(&kind.ce_type()), Some(kind.clone()));
+        assert_eq!(kind.name(), "page_created");
+        assert_eq!(kind.forge_name(), Some("avi:confluence:created:page"));
+        let liked = EventKind::Forge("avi:confluence:liked:page".into());
+        assert_eq!(liked.name(), "avi:confluence:liked:page");
+        assert_eq!(
+            EventKind::from_ce_type("com.atlassian.forge.page_created"),
             None
         );
     }

@@ -1,4 +1,4 @@
-//! What every Tributary service shares: configuration, Connect authentication, the event
+//! What every Tributary service shares: configuration, Connect and Forge authentication, the event
 //! envelope, the store, Kafka settings, telemetry, the shutdown signal and the binaries'
 //! `main`.
 
@@ -7,6 +7,7 @@ pub mod config;
 pub mod connect;
 pub mod crypto;
 pub mod envelope;
+pub mod forge;
 pub mod hosts;
 pub mod kafka;
 pub mod routing;

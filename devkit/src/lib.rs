@@ -1,5 +1,6 @@
 //! The other side of a Tributary installation, for tests, demos and benchmarks only: a
-//! simulated Confluence Cloud (REST API and OAuth 2.0 token endpoint), Atlassian's
+//! simulated Confluence Cloud (REST API and OAuth 2.0 token endpoint), Forge's JWKS and
+//! invocation tokens, Atlassian's
 //! install-key server and the signers of what Confluence sends, an embedded Kafka broker,
 //! throwaway databases, and the end-to-end harness that runs the services among them.
 //!
@@ -7,6 +8,7 @@
 //! in their tests only.
 
 pub mod confluence;
+pub mod forge;
 pub mod harness;
 pub mod install_keys;
 pub mod kafka;

@@ -9,7 +9,7 @@ use axum::routing::get;
 use tributary_common::envelope::Envelope;
 use tributary_common::routing::TopicRouter;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::TenantStore;
+use tributary_common::store::{ForgeStore, TenantStore};
 
 use crate::publisher::Publisher;
 use crate::rejection::Rejection;
@@ -25,6 +25,8 @@ pub struct AppState {
     /// Which Kafka topic an event goes to.
     pub topic_router: TopicRouter,
     pub store: TenantStore,
+    /// Forge installations, linked to Connect tenants by Connect `installed`.
+    pub forge: ForgeStore,
     pub publisher: Publisher,
     /// Fires when the service starts to stop; readiness turns false.
     pub stopping: Shutdown,

@@ -4,7 +4,8 @@
 //! The generic edge (shared state, body limits, refusals, the publisher, health, metrics)
 //! sits at the top; each source has a folder of its own with its routes and what
 //! authenticates them: `connect/` for Atlassian Connect (descriptor, lifecycle, webhooks,
-//! tenant secrets). [`app::router`] puts the sources' routers together.
+//! tenant secrets), `forge/` for Forge Remote deliveries. [`app::router`] puts the sources'
+//! routers together.
 //!
 //! [`run`] is the whole service; `main.rs` only parses the command line around it, and tests
 //! start it in-process with listeners of their own.
@@ -12,6 +13,7 @@
 pub mod app;
 pub mod body;
 pub mod connect;
+pub mod forge;
 pub mod health;
 pub mod kafka_log;
 pub mod observe;
@@ -26,7 +28,7 @@ use tributary_common::Config;
 use tributary_common::config::ConfigError;
 use tributary_common::connect::{InstallKeyProvider, InstallVerifier};
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{self, TenantStore};
+use tributary_common::store::{self, ForgeStore, TenantStore};
 use tributary_common::telemetry;
 
 use crate::app::AppState;
@@ -67,7 +69,8 @@ pub async fn run(
     let keyring = config.secret_keyring()?.clone();
     let db = store::connect(&config).await?;
     store::migrate(&db).await?;
-    let tenants = TenantStore::new(db.clone(), keyring);
+    let tenants = TenantStore::new(db.clone(), keyring.clone());
+    let forge_store = ForgeStore::new(db.clone(), keyring);
     let publisher = Publisher::new(&config)?;
     let keys = InstallKeyProvider::new(
         config.install_keys_url.clone(),
@@ -79,6 +82,7 @@ pub async fn run(
         max_body: usize::try_from(config.ingest_max_body_bytes).unwrap_or(usize::MAX),
         topic_router: config.topic_router().clone(),
         store: tenants.clone(),
+        forge: forge_store.clone(),
         publisher: publisher.clone(),
         stopping: shutdown.clone(),
     });
@@ -109,7 +113,14 @@ pub async fn run(
         usize::try_from(config.ingest_max_in_flight).unwrap_or(usize::MAX),
         config.ingest_retry_after_seconds,
     );
-    let router = app::router(app, [connect::router(connect, &edge)]);
+    let connect_tenants = connect.secrets.clone();
+    let mut sources = vec![connect::router(connect, &edge)];
+    if let Some(state) =
+        forge::ForgeState::from_config(&config, app.clone(), forge_store, connect_tenants)
+    {
+        sources.push(forge::router(Arc::new(state), &edge));
+    }
+    let router = app::router(app, sources);
     tracing::info!(
         address = %listener.local_addr()?,
         metrics = %metrics_listener.local_addr()?,

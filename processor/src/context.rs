@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use tributary_common::connect::SharedSecret;
-use tributary_common::store::Tenant;
+use tributary_common::forge::SystemToken;
+use tributary_common::store::{ForgeInstallation, Tenant};
 
 use crate::confluence::{ConfluenceClient, ConfluenceClients};
 use crate::event::Event;
@@ -23,6 +24,8 @@ struct Inner {
     tenant: Option<Tenant>,
     /// Only ever handed to the Confluence client, never to the handler.
     secret: Option<SharedSecret>,
+    /// The tenant's Forge installation and its app system token (never handed out).
+    forge: Option<(ForgeInstallation, Option<SystemToken>)>,
     state: TenantState,
     confluence: ConfluenceClients,
 }
@@ -32,6 +35,7 @@ pub(crate) struct ContextParts {
     pub handler: String,
     pub attempt: u32,
     pub tenant: Option<(Tenant, SharedSecret)>,
+    pub forge: Option<(ForgeInstallation, Option<SystemToken>)>,
     pub state: TenantState,
     pub confluence: ConfluenceClients,
 }
@@ -49,6 +53,7 @@ impl Context {
                 attempt: parts.attempt,
                 tenant,
                 secret,
+                forge: parts.forge,
                 state: parts.state,
                 confluence: parts.confluence,
             }),
@@ -62,6 +67,15 @@ impl Context {
     /// The event's tenant, without its secret; `None` for a tenant the store does not know.
     pub fn tenant(&self) -> Option<&Tenant> {
         self.inner.tenant.as_ref()
+    }
+
+    /// The tenant's Forge installation, when it has one (linked to its Connect identity,
+    /// or on its own for a Forge-only site); never its token.
+    pub fn forge_installation(&self) -> Option<&ForgeInstallation> {
+        self.inner
+            .forge
+            .as_ref()
+            .map(|(installation, _)| installation)
     }
 
     /// The name of the handler running.
@@ -80,15 +94,23 @@ impl Context {
         &self.inner.state
     }
 
-    /// A Confluence REST client for the event's tenant, acting as the app.
+    /// A Confluence REST client for the event's tenant, acting as the app: signed with the
+    /// Connect shared secret when the tenant has a Connect identity, otherwise through its
+    /// Forge installation's API base URL with the app system token.
     pub fn confluence(&self) -> Result<ConfluenceClient, HandlerError> {
-        let (Some(tenant), Some(secret)) = (&self.inner.tenant, &self.inner.secret) else {
-            return Err(HandlerError::permanent(format!(
-                "tenant {} is not installed",
-                self.inner.event.client_key()
-            )));
-        };
-        Ok(self.inner.confluence.for_tenant(tenant, secret.clone())?)
+        if let (Some(tenant), Some(secret)) = (&self.inner.tenant, &self.inner.secret) {
+            return Ok(self.inner.confluence.for_tenant(tenant, secret.clone())?);
+        }
+        if let Some((installation, token)) = &self.inner.forge {
+            return Ok(self
+                .inner
+                .confluence
+                .for_forge(installation, token.clone())?);
+        }
+        Err(HandlerError::permanent(format!(
+            "tenant {} is not installed",
+            self.inner.event.client_key()
+        )))
     }
 }
 

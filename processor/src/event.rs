@@ -6,8 +6,18 @@ use serde_json::Value;
 use tributary_common::connect::LifecycleEventType;
 use tributary_common::envelope::{Envelope, EventKind};
 
+use crate::forge_payload;
 use crate::handler::HandlerError;
 use crate::payload::{Attachment, Comment, Content, Label, Space, User};
+
+/// Which platform delivered an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// A Connect webhook or lifecycle callback.
+    Connect,
+    /// A Forge Remote delivery (product or lifecycle event).
+    Forge,
+}
 
 /// Where in Kafka an event was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +63,21 @@ impl Event {
     pub fn lifecycle(&self) -> Option<LifecycleEventType> {
         match self.envelope.kind {
             EventKind::Lifecycle(t) => Some(t),
-            EventKind::Webhook(_) => None,
+            EventKind::Webhook(_) | EventKind::Forge(_) => None,
         }
+    }
+
+    /// Connect or Forge.
+    pub fn source(&self) -> EventSource {
+        match self.envelope.kind {
+            EventKind::Forge(_) => EventSource::Forge,
+            EventKind::Webhook(_) | EventKind::Lifecycle(_) => EventSource::Connect,
+        }
+    }
+
+    /// The Forge event name (`avi:confluence:created:page`) of a Forge event.
+    pub fn forge_name(&self) -> Option<&str> {
+        self.envelope.kind.forge_name()
     }
 
     pub fn client_key(&self) -> &str {
@@ -97,9 +120,13 @@ impl Event {
         T::deserialize(&self.json).map_err(HandlerError::permanent)
     }
 
-    /// The acting user (`userAccountId`).
+    /// The acting user (`userAccountId`; Forge's `atlassianId`).
     pub fn user_account_id(&self) -> Option<&str> {
-        self.json.get("userAccountId").and_then(Value::as_str)
+        let field = match self.source() {
+            EventSource::Connect => "userAccountId",
+            EventSource::Forge => "atlassianId",
+        };
+        self.json.get(field).and_then(Value::as_str)
     }
 
     /// When Confluence says it happened, epoch milliseconds.
@@ -107,16 +134,27 @@ impl Event {
         self.json.get("timestamp").and_then(Value::as_i64)
     }
 
+    /// The page: Connect's `page`, or Forge's `content` when it is a page.
     pub fn page(&self) -> Option<Content> {
-        self.entity("page")
+        match self.source() {
+            EventSource::Connect => self.entity("page"),
+            EventSource::Forge => forge_payload::content(&self.json, Some("page")),
+        }
     }
 
+    /// The blog post: Connect's `blog`, or Forge's `content` when it is a blog post.
     pub fn blog(&self) -> Option<Content> {
-        self.entity("blog")
+        match self.source() {
+            EventSource::Connect => self.entity("blog"),
+            EventSource::Forge => forge_payload::content(&self.json, Some("blogpost")),
+        }
     }
 
     pub fn content(&self) -> Option<Content> {
-        self.entity("content")
+        match self.source() {
+            EventSource::Connect => self.entity("content"),
+            EventSource::Forge => forge_payload::content(&self.json, None),
+        }
     }
 
     pub fn comment(&self) -> Option<Comment> {
@@ -127,8 +165,12 @@ impl Event {
         self.entity("attachment")
     }
 
+    /// The space: Connect's `space`, or the space of Forge's `content`.
     pub fn space(&self) -> Option<Space> {
-        self.entity("space")
+        match self.source() {
+            EventSource::Connect => self.entity("space"),
+            EventSource::Forge => forge_payload::space(&self.json),
+        }
     }
 
     pub fn label(&self) -> Option<Label> {
@@ -176,6 +218,56 @@ mod tests {
         assert!(event.blog().is_none());
         assert_eq!(event.json()["page"]["spaceKey"], "DEV");
         assert_eq!(event.lifecycle(), None);
+    }
+
+    #[test]
+    fn forge_bodies_read_through_the_same_accessors() {
+        let body = serde_json::json!({
+            "eventType": "avi:confluence:created:page",
+            "atlassianId": "557058:forge",
+            "content": {
+                "id": "98", "type": "page", "status": "current", "title": "From Forge",
+                "space": {"id": 7, "key": "DEV", "name": "Development"},
+                "history": {"createdBy": {"accountId": "557058:author"}, "createdDate": "2026-12-01T10:00:00.000Z"},
+                "version": {"number": 3}
+            }
+        });
+        let envelope = Envelope::new(
+            EventKind::Forge("avi:confluence:created:page".into()),
+            "ari:cloud:confluence::site/c1",
+            "https://api.atlassian.com/ex/confluence/c1",
+            bytes::Bytes::from(body.to_string()),
+        );
+        let event = Event::new(envelope, origin()).expect("json body");
+        assert_eq!(event.source(), EventSource::Forge);
+        assert_eq!(event.name(), "page_created");
+        assert_eq!(event.forge_name(), Some("avi:confluence:created:page"));
+        assert_eq!(event.user_account_id(), Some("557058:forge"));
+        let page = event.page().expect("page");
+        assert_eq!(page.id.as_deref(), Some("98"));
+        assert_eq!(page.title.as_deref(), Some("From Forge"));
+        assert_eq!(page.space_key.as_deref(), Some("DEV"));
+        assert_eq!(page.space_id.as_deref(), Some("7"));
+        assert_eq!(page.creator_account_id.as_deref(), Some("557058:author"));
+        assert_eq!(page.version, Some(3));
+        assert!(page.creation_date.is_some());
+        assert!(event.blog().is_none(), "a page is not a blog post");
+        assert_eq!(event.content().map(|c| c.id), Some(Some("98".into())));
+        assert_eq!(event.space().and_then(|s| s.key).as_deref(), Some("DEV"));
+        assert_eq!(event.lifecycle(), None);
+
+        let connect = Event::new(
+            Envelope::new(
+                EventKind::Webhook("page_created".into()),
+                "tenant-1",
+                "https://acme.atlassian.net/wiki",
+                bytes::Bytes::from_static(br#"{"page":{"id":1}}"#),
+            ),
+            origin(),
+        )
+        .expect("json");
+        assert_eq!(connect.source(), EventSource::Connect);
+        assert_eq!(connect.forge_name(), None);
     }
 
     fn read_everything(event: &Event) {

@@ -89,7 +89,8 @@ impl From<StateError> for HandlerError {
 /// Which events a handler receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventFilter {
-    /// Event names with `*` wildcards: `page_created`, `page_*`, `*`.
+    /// Event names with `*` wildcards: `page_created`, `page_*`, `*`. A Forge event matches
+    /// by its Connect counterpart's name and by its own (`avi:confluence:created:page`).
     Pattern(String),
     /// The four lifecycle callbacks.
     Lifecycle,
@@ -98,7 +99,12 @@ pub enum EventFilter {
 impl EventFilter {
     pub fn matches(&self, kind: &EventKind) -> bool {
         match self {
-            EventFilter::Pattern(pattern) => wildcard_match(pattern, kind.name()),
+            EventFilter::Pattern(pattern) => {
+                wildcard_match(pattern, kind.name())
+                    || kind
+                        .forge_name()
+                        .is_some_and(|name| wildcard_match(pattern, name))
+            }
             EventFilter::Lifecycle => matches!(kind, EventKind::Lifecycle(_)),
         }
     }
@@ -137,5 +143,19 @@ mod tests {
         assert!(EventFilter::Lifecycle.matches(&installed));
         assert!(!EventFilter::Lifecycle.matches(&page));
         assert!(EventFilter::Pattern("installed".into()).matches(&installed));
+    }
+
+    #[test]
+    fn forge_events_match_their_connect_name_and_their_own() {
+        let forge = EventKind::Forge("avi:confluence:created:page".into());
+        assert!(EventFilter::Pattern("page_created".into()).matches(&forge));
+        assert!(EventFilter::Pattern("page_*".into()).matches(&forge));
+        assert!(EventFilter::Pattern("avi:confluence:created:page".into()).matches(&forge));
+        assert!(EventFilter::Pattern("avi:confluence:*".into()).matches(&forge));
+        assert!(!EventFilter::Pattern("blog_created".into()).matches(&forge));
+        assert!(!EventFilter::Lifecycle.matches(&forge));
+        let liked = EventKind::Forge("avi:confluence:liked:page".into());
+        assert!(EventFilter::Pattern("avi:confluence:liked:page".into()).matches(&liked));
+        assert!(!EventFilter::Pattern("page_*".into()).matches(&liked));
     }
 }

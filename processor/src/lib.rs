@@ -5,6 +5,7 @@ pub mod confluence;
 pub mod context;
 pub mod dlq;
 pub mod event;
+mod forge_payload;
 pub mod handler;
 pub mod observe;
 pub mod payload;
@@ -13,6 +14,6 @@ mod runtime;
 pub mod state;
 
 pub use context::Context;
-pub use event::Event;
+pub use event::{Event, EventSource};
 pub use handler::{Handler, HandlerError};
 pub use processor::{Processor, ProcessorBuilder, ProcessorError, ProcessorStatus};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tributary_common::Config;
 use tributary_common::config::ConfigError;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{self, Database, HandlerStore, TenantStore};
+use tributary_common::store::{self, Database, ForgeStore, HandlerStore, TenantStore};
 use tributary_common::telemetry;
 
 use crate::backoff::BackoffSchedule;
@@ -121,7 +121,8 @@ impl ProcessorBuilder {
                 db
             }
         };
-        let tenants = TenantStore::new(db.clone(), keyring);
+        let tenants = TenantStore::new(db.clone(), keyring.clone());
+        let forge = ForgeStore::new(db.clone(), keyring);
         let confluence = match self.confluence {
             Some(clients) => clients,
             None => ConfluenceClients::from_config(&config)?,
@@ -160,6 +161,7 @@ impl ProcessorBuilder {
             handled: HandlerStore::new(db.clone()),
             db,
             tenants,
+            forge,
             confluence,
             subscriptions,
             dead_letters: DeadLetterWriter::new(&config)?,

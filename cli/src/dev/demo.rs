@@ -1,7 +1,9 @@
 //! `tributary dev --demo`: a simulated Confluence site in the same process. It installs a
 //! demo tenant through a real signed install (its own RSA key, served by its own key server
 //! the ingest is pointed at), enables it, then sends the webhooks a person editing pages
-//! would cause; the demo handler calls the simulated REST API back.
+//! would cause; the demo handler calls the simulated REST API back. Beside it, a Forge
+//! installation on a site of its own: its own JWKS, signed invocation tokens, `avi:`
+//! events, and the simulated API gateway the handler calls back with the system token.
 
 use std::time::Duration;
 
@@ -10,7 +12,9 @@ use backon::{ConstantBuilder, Retryable};
 use serde_json::{Value, json};
 use tributary_common::connect::SharedSecret;
 use tributary_common::shutdown::Shutdown;
+use tributary_common::store::site_tenant_key;
 use tributary_devkit::confluence::{Simulator, SimulatorSettings};
+use tributary_devkit::forge::{ForgeInstallation, JwksServer};
 use tributary_devkit::{InstallKey, KeyServer, Token};
 
 const CLIENT_KEY: &str = "demo-site";
@@ -20,6 +24,8 @@ const USER: &str = "557058:demo-user";
 /// Pause between the scripted webhooks, and between the later ones.
 const SCRIPT_PACE: Duration = Duration::from_millis(800);
 const LATER_PACE: Duration = Duration::from_secs(10);
+/// The Forge app the demo plays, unless `forge_app_id` is set.
+pub const DEMO_FORGE_APP_ID: &str = "ari:cloud:ecosystem::app/7d3e0c51-1f0a-4b6e-9d8c-0000000de4f0";
 
 /// The demo's moving parts, started before the configuration is final: the ingest must
 /// know the key server's and the simulator's addresses.
@@ -27,14 +33,30 @@ pub struct Demo {
     key: InstallKey,
     key_server: String,
     simulator: Simulator,
+    forge: ForgeInstallation,
+    jwks: JwksServer,
 }
 
 impl Demo {
-    pub async fn start(app_key: &str, shutdown: Shutdown) -> anyhow::Result<Demo> {
+    pub async fn start(
+        app_key: &str,
+        forge_app_id: &str,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Demo> {
         let kid = format!("demo-{}", uuid::Uuid::new_v4().simple());
         let key = tokio::task::spawn_blocking(move || InstallKey::generate(&kid))
             .await
             .context("generating the demo install key")??;
+        let fit_kid = format!(
+            "forge/invocation-token/demo-{}",
+            uuid::Uuid::new_v4().simple()
+        );
+        let fit_key = tokio::task::spawn_blocking(move || InstallKey::generate(&fit_kid))
+            .await
+            .context("generating the demo Forge key")??;
+        let jwks = JwksServer::bind(([127, 0, 0, 1], 0).into(), &[&fit_key])
+            .await
+            .context("starting the demo JWKS server")?;
         let key_server =
             KeyServer::bind(([127, 0, 0, 1], 0).into(), &[(key.kid(), key.public_pem())])
                 .await
@@ -42,11 +64,23 @@ impl Demo {
         let simulator = Simulator::start(SimulatorSettings::new(app_key), shutdown)
             .await
             .context("starting the simulated Confluence")?;
+        let forge = ForgeInstallation::new(
+            &tributary_common::forge::app_ari(forge_app_id),
+            &simulator.forge_api_origin(),
+            fit_key,
+        );
         Ok(Demo {
             key,
             key_server: key_server.url(),
             simulator,
+            forge,
+            jwks,
         })
+    }
+
+    /// The JWKS the ingest verifies the demo's invocation tokens with.
+    pub fn jwks_url(&self) -> String {
+        self.jwks.url()
     }
 
     /// The install-key server to put first in `install_keys_url`.
@@ -99,6 +133,10 @@ impl Demo {
             client_key = CLIENT_KEY, base_url = %self.site_url(),
             "demo tenant installed through a signed install"
         );
+        let forge_site = ForgeSite::new(&self, &site);
+        forge_site
+            .deliver(&self.forge.lifecycle_event("avi:forge:installed:app"))
+            .await;
 
         let mut script = vec![
             ("page_created", page(pages[0], 1)),
@@ -128,6 +166,16 @@ impl Demo {
                 Ok(status) => tracing::info!(event, status, "demo: Confluence sent a webhook"),
                 Err(error) => tracing::warn!(event, %error, "demo: webhook not delivered"),
             }
+            // The Forge site mirrors the page events, in Forge's names and shapes.
+            if let Some(forge_event) = tributary_common::forge::forge_names_of(event)
+                .next()
+                .filter(|_| event.starts_with("page_"))
+            {
+                let (id, title) = FORGE_PAGES[version as usize % FORGE_PAGES.len()];
+                forge_site
+                    .deliver(&self.forge.content_event(forge_event, "page", id, title))
+                    .await;
+            }
             let pace = if !script.as_slice().is_empty() {
                 SCRIPT_PACE
             } else {
@@ -137,6 +185,62 @@ impl Demo {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(pace) => {}
             }
+        }
+    }
+}
+
+/// The pages of the demo's Forge site.
+const FORGE_PAGES: [(&str, &str); 2] = [
+    ("75601", "Forge: design review"),
+    ("75602", "Forge: runbook"),
+];
+
+/// The demo Forge installation's side: deliveries to `/forge/events`, signed as Forge
+/// signs them, on a site the simulator serves through its API gateway.
+struct ForgeSite<'a> {
+    demo: &'a Demo,
+    http: &'a reqwest::Client,
+    ingest: &'a str,
+}
+
+impl<'a> ForgeSite<'a> {
+    fn new(demo: &'a Demo, site: &'a Site) -> ForgeSite<'a> {
+        let forge = &demo.forge;
+        let tenant_key = site_tenant_key(&forge.cloud_id);
+        demo.simulator
+            .register_forge(&forge.cloud_id, &forge.system_token, &tenant_key);
+        for (id, title) in FORGE_PAGES {
+            demo.simulator.add_page(&tenant_key, id, SPACE_ID, title);
+        }
+        ForgeSite {
+            demo,
+            http: &site.http,
+            ingest: &site.ingest,
+        }
+    }
+
+    async fn deliver(&self, body: &Value) {
+        let event = body["eventType"].as_str().unwrap_or_default().to_string();
+        let forge = &self.demo.forge;
+        let sent = async {
+            let fit = forge.fit()?;
+            let response = self
+                .http
+                .post(format!(
+                    "{}{}",
+                    self.ingest,
+                    tributary_devkit::forge::FORGE_EVENTS_PATH
+                ))
+                .header("authorization", format!("Bearer {fit}"))
+                .header("x-forge-oauth-system", &forge.system_token)
+                .json(body)
+                .send()
+                .await?;
+            anyhow::Ok(response.status().as_u16())
+        };
+        match sent.await {
+            Ok(status) => tracing::info!(event, status, "demo: Forge delivered an event"),
+            Err(error) => tracing::warn!(event, %error, "demo: Forge event not delivered"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The handler `tributary dev` runs beside the built-in ones: it answers page events by
 //! calling the tenant's Confluence back, so the logs show the round trip.
 
+use tributary_common::store::ForgeStatus;
 use tributary_processor::{Context, Handler, HandlerError};
 
 /// The handler's name, which keys its handled-event records.
@@ -8,7 +9,8 @@ pub const NAME: &str = "dev.demo";
 /// The events it subscribes to.
 pub const PATTERN: &str = "page_*";
 
-/// Reads every created or updated page back from Confluence. With `write_back` (only against
+/// Reads every created or updated page back from Confluence, whether Connect or Forge
+/// delivered the event (a Forge site is called through its API base URL). With `write_back` (only against
 /// the simulated Confluence, never a real site) it also comments on new pages and labels
 /// updated ones.
 pub fn demo_handler(write_back: bool) -> impl Handler {
@@ -21,7 +23,11 @@ pub fn demo_handler(write_back: bool) -> impl Handler {
         let Some(page_id) = event.page().and_then(|page| page.id) else {
             return Err(HandlerError::permanent(format!("{name} without a page id")));
         };
-        if !ctx.tenant().is_some_and(|t| t.status.is_active()) {
+        let active = ctx.tenant().is_some_and(|t| t.status.is_active())
+            || ctx
+                .forge_installation()
+                .is_some_and(|i| i.status == ForgeStatus::Installed);
+        if !active {
             tracing::info!(event = %name, "demo handler: tenant not active, nothing to do");
             return Ok(());
         }
@@ -29,7 +35,7 @@ pub fn demo_handler(write_back: bool) -> impl Handler {
         let page = confluence.get_page(&page_id).await?;
         let title = page.title.unwrap_or_default();
         tracing::info!(
-            event = %name, page_id = %page_id, title = %title,
+            event = %name, source = ?event.source(), page_id = %page_id, title = %title,
             "demo handler: Confluence REST answered GET page"
         );
         if write_back {

@@ -69,7 +69,18 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
         settings.set("app_base_url", url.trim_end_matches('/'));
     }
     let demo = if args.demo {
-        let demo = Demo::start(&draft.app_key, shutdown.clone()).await?;
+        let forge_app_id = if settings.is_explicit("forge_app_id") {
+            draft.forge_app_id.clone()
+        } else {
+            demo::DEMO_FORGE_APP_ID.to_string()
+        };
+        let demo = Demo::start(&draft.app_key, &forge_app_id, shutdown.clone()).await?;
+        settings.set("forge_app_id", forge_app_id);
+        settings.set("forge_jwks_url", demo.jwks_url());
+        settings.set("forge_staging_jwks_url", demo.jwks_url());
+        let mut api_hosts = draft.forge_api_host_allowlist.clone();
+        api_hosts.push("127.0.0.1".into());
+        settings.set("forge_api_host_allowlist", api_hosts.join(","));
         let mut key_servers = vec![demo.key_server_url().to_string()];
         key_servers.extend(draft.install_keys_url.iter().cloned());
         settings.set("install_keys_url", key_servers.join(","));
@@ -241,7 +252,7 @@ fn print_banner(banner: &Banner<'_>) {
     println!("  metrics     http://{}/metrics", banner.metrics);
     if let Some(demo) = banner.demo {
         println!(
-            "  demo        simulated Confluence at {}, installing a demo tenant",
+            "  demo        simulated Confluence at {}, installing a demo tenant and a Forge installation",
             demo.site_url()
         );
     }

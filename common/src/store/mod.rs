@@ -1,15 +1,17 @@
 //! All database access: the connection pool and migrations, the tenant store and its change
-//! feed, and the handled-event records and tenant state handlers commit. No other module
-//! holds SQL.
+//! feed, Forge installations and recent Forge deliveries, and the handled-event records and
+//! tenant state handlers commit. No other module holds SQL.
 
 mod database;
 mod error;
+mod forge;
 mod handled;
 mod tenant_changes;
 mod tenants;
 
 pub use database::{Backend, Database, Dialect};
 pub use error::StoreError;
+pub use forge::{ForgeInstallation, ForgeStatus, ForgeStore, InvocationRecord, site_tenant_key};
 pub use handled::{HandledEvent, HandledSet, HandlerRun, HandlerStore, StateWrites};
 pub use tenant_changes::{TenantChange, TenantChangeFeed};
 pub use tenants::{LifecycleRecord, Tenant, TenantStatus, TenantStore, next_status};

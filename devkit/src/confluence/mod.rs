@@ -8,12 +8,15 @@
 //! request as received, `exp` and `iat`), recorded, and answered: with realistic JSON for
 //! the calls the client's typed helpers make, or, in [`Answers::Echo`], with what it
 //! received. `POST /oauth2/token` at the root is the JWT bearer grant for acting as a user.
+//! A site registered for Forge is also reachable as Atlassian's API gateway serves it,
+//! `/ex/confluence/<cloudId>/wiki/...`, with its installation's app system token as bearer.
 //!
 //! It can be told to misbehave: answer 429 or 503 with `Retry-After` (or any scripted
 //! answer), or hang, for the next N requests or for a while; or hold every answer a little.
 
 mod auth;
 mod faults;
+mod forge;
 mod oauth;
 mod site;
 
@@ -93,6 +96,8 @@ pub enum Caller {
     App,
     /// A bearer token granted for acting as this user (account id).
     User(String),
+    /// A Forge installation's app system token, through the API gateway.
+    Forge,
     Nobody,
 }
 
@@ -144,6 +149,8 @@ struct Shared {
     settings: SimulatorSettings,
     addr: SocketAddr,
     tenants: Mutex<HashMap<String, Tenant>>,
+    /// Sites reachable through the Forge API gateway, by cloud id.
+    forge_sites: Mutex<HashMap<String, forge::ForgeSite>>,
     sites: Sites,
     faults: Mutex<FaultPlan>,
     /// How long each authenticated request is held before it is answered.
@@ -180,6 +187,7 @@ impl Simulator {
             settings,
             addr,
             tenants: Mutex::new(HashMap::new()),
+            forge_sites: Mutex::new(HashMap::new()),
             sites: Sites::default(),
             faults: Mutex::new(FaultPlan::default()),
             delay: Mutex::new(Duration::ZERO),
@@ -237,6 +245,24 @@ impl Simulator {
                 oauth_client_id,
             },
         );
+    }
+
+    /// Makes `client_key`'s site reachable through the Forge API gateway as `cloud_id`,
+    /// for calls bearing `system_token`.
+    pub fn register_forge(&self, cloud_id: &str, system_token: &str, client_key: &str) {
+        lock(&self.shared.forge_sites).insert(
+            cloud_id.to_string(),
+            forge::ForgeSite {
+                system_token: system_token.to_string(),
+                client_key: client_key.to_string(),
+            },
+        );
+    }
+
+    /// The origin Forge installations on this simulator have as API host
+    /// (`http://host:port`; their `apiBaseUrl` is this plus `/ex/confluence/<cloudId>`).
+    pub fn forge_api_origin(&self) -> String {
+        format!("http://{}", self.shared.addr)
     }
 
     /// The `oauthClientId` a registered tenant installed with: its apps may then act as
@@ -345,7 +371,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
     };
 
-    let checked = auth::check(&shared, &method, &target, authorization.as_deref());
+    let (checked, site_target) = match forge::check(&shared, &target, authorization.as_deref()) {
+        Some((checked, site_target)) => (checked, site_target),
+        None => (
+            auth::check(&shared, &method, &target, authorization.as_deref()),
+            target.clone(),
+        ),
+    };
     // Recorded before it is answered, so a request held until the client gives up shows.
     record(
         &shared,
@@ -378,8 +410,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                 }
                 Some(Fault::Answer(answer)) => scripted(answer),
                 None => match shared.settings.answers {
-                    Answers::Site => shared.sites.answer(client_key, &method, &target, &body),
-                    Answers::Echo => echo(&method, &target, &body),
+                    Answers::Site => shared
+                        .sites
+                        .answer(client_key, &method, &site_target, &body),
+                    Answers::Echo => echo(&method, &site_target, &body),
                 },
             }
         }

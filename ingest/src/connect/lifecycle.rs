@@ -92,6 +92,13 @@ pub async fn lifecycle(
             .map(|tenant| tenant.is_some()),
     }
     .map_err(|e| Rejection::StoreUnavailable(e.to_string()))?;
+    if let (LifecycleEventType::Installed, Some(installation)) = (kind, &payload.installation_id) {
+        // Connect on Forge: the install names the Forge installation of the same site.
+        app.forge
+            .link_connect(installation, &payload.client_key)
+            .await
+            .map_err(|e| Rejection::StoreUnavailable(e.to_string()))?;
+    }
     connect.secrets.changed(&payload.client_key).await;
     if !known {
         // Only a signed uninstall gets here for a tenant this app never stored: nothing

@@ -3,6 +3,7 @@
 
 mod broker;
 mod flow;
+mod forge;
 mod harness;
 mod refusals;
 mod service;

@@ -21,6 +21,10 @@ pub enum ConfluenceError {
     Config(String),
     #[error("could not sign the request token: {0}")]
     Signing(String),
+    /// A Forge installation has no usable app system token (none was delivered, or the
+    /// one stored has expired); the next Forge delivery brings a fresh one.
+    #[error("Forge app system token: {0}")]
+    ForgeToken(String),
     /// The authorization server refused or failed the user-token grant.
     #[error("user token grant failed{}: {message}", status.map(|s| format!(" with {s}")).unwrap_or_default())]
     TokenGrant {
@@ -91,6 +95,7 @@ impl ConfluenceError {
             | ConfluenceError::NoOAuthClientId
             | ConfluenceError::Config(_)
             | ConfluenceError::Signing(_)
+            | ConfluenceError::ForgeToken(_)
             | ConfluenceError::Redirected { .. }
             | ConfluenceError::Decode { .. } => false,
         }

@@ -3,7 +3,8 @@
 //! [`ConfluenceClients`] is built once per process and shared; [`ConfluenceClients::for_tenant`]
 //! gives a cheap [`ConfluenceClient`] for one tenant, acting as the app (a Connect JWT per
 //! request) or, after [`ConfluenceClient::as_user`], as one of the tenant's users (an OAuth
-//! 2.0 bearer token from the JWT bearer grant).
+//! 2.0 bearer token from the JWT bearer grant). A Forge installation's client calls its API
+//! base URL with the app system token instead ([`ConfluenceClients::for_forge`]).
 //!
 //! Every request stays on the tenant's own base URL host, which must be on the tenant host
 //! allowlist; redirects are never followed. 429 and 503 answers, and for idempotent
@@ -12,6 +13,7 @@
 
 mod api;
 mod error;
+mod forge;
 mod limiter;
 pub mod observe;
 mod request;
@@ -53,6 +55,8 @@ struct Shared {
     http: reqwest::Client,
     app_key: String,
     allowlist: HostAllowlist,
+    /// Hosts a Forge installation's API base URL may be on.
+    forge_hosts: HostAllowlist,
     retry: BackoffSchedule,
     limiters: Limiters,
     user_tokens: UserTokens,
@@ -83,6 +87,7 @@ impl ConfluenceClients {
                 http,
                 app_key: config.app_key.clone(),
                 allowlist: config.tenant_allowlist().clone(),
+                forge_hosts: config.forge_api_hosts().clone(),
                 retry,
                 limiters: Limiters::new(max_in_flight),
             }),
@@ -100,7 +105,7 @@ impl ConfluenceClients {
             limiter: self.shared.limiters.for_tenant(&tenant.client_key),
             shared: self.shared.clone(),
             site: Arc::new(site),
-            secret,
+            credentials: Credentials::Connect(secret),
             identity: Identity::App,
         })
     }
@@ -172,6 +177,15 @@ impl TenantSite {
     }
 }
 
+/// What the app signs or authorizes its requests with.
+#[derive(Clone)]
+enum Credentials {
+    /// A Connect tenant's shared secret: a JWT per request.
+    Connect(SharedSecret),
+    /// A Forge installation's app system token, until it expires (Unix seconds).
+    Forge(forge::ForgeCredentials),
+}
+
 #[derive(Debug, Clone)]
 enum Identity {
     App,
@@ -184,7 +198,7 @@ enum Identity {
 pub struct ConfluenceClient {
     shared: Arc<Shared>,
     site: Arc<TenantSite>,
-    secret: SharedSecret,
+    credentials: Credentials,
     limiter: Arc<TenantLimiter>,
     identity: Identity,
 }

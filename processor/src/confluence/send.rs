@@ -19,7 +19,7 @@ use super::observe::{self, RetryReason};
 use super::request::{ApiRequest, ApiResponse};
 use super::retry::{self, Retryable as Retry};
 use super::user_token::GrantSubject;
-use super::{APP_TOKEN_TTL_SECONDS, ConfluenceClient, Identity};
+use super::{APP_TOKEN_TTL_SECONDS, ConfluenceClient, Credentials, Identity};
 
 /// Why one attempt did not produce a successful answer.
 #[derive(Debug)]
@@ -222,9 +222,19 @@ impl ConfluenceClient {
     ) -> Result<ApiResponse, Failure> {
         // A user token may need a trip to the authorization server; that happens before
         // taking one of the tenant's slots.
-        let bearer = match &self.identity {
-            Identity::App => None,
-            Identity::User(key) => Some(self.user_token(key).await.map_err(Failure::Fatal)?),
+        let bearer = match (&self.credentials, &self.identity) {
+            (Credentials::Forge(forge), Identity::App) => {
+                Some(forge.bearer().map_err(Failure::Fatal)?)
+            }
+            (Credentials::Forge(_), Identity::User(_)) => {
+                return Err(Failure::Fatal(ConfluenceError::ForgeToken(
+                    "acting as a user needs a user token, which Forge events do not carry".into(),
+                )));
+            }
+            (Credentials::Connect(_), Identity::App) => None,
+            (Credentials::Connect(_), Identity::User(key)) => {
+                Some(self.user_token(key).await.map_err(Failure::Fatal)?)
+            }
         };
         let _slot = self.limiter.admit().await.map_err(|_| {
             Failure::Fatal(ConfluenceError::Config(
@@ -296,6 +306,11 @@ impl ConfluenceClient {
     }
 
     fn app_token(&self, request: &ApiRequest, target: &str) -> Result<String, Failure> {
+        let Credentials::Connect(secret) = &self.credentials else {
+            return Err(Failure::Fatal(ConfluenceError::Signing(
+                "a Forge installation has no shared secret".into(),
+            )));
+        };
         OutboundToken {
             app_key: &self.shared.app_key,
             client_key: Some(&self.site.client_key),
@@ -308,11 +323,14 @@ impl ConfluenceClient {
             issued_at: now_unix(),
             ttl_seconds: APP_TOKEN_TTL_SECONDS,
         }
-        .sign(&self.secret)
+        .sign(secret)
         .map_err(|e| Failure::Fatal(ConfluenceError::Signing(e.to_string())))
     }
 
     async fn user_token(&self, key: &super::TokenKey) -> Result<String, ConfluenceError> {
+        let Credentials::Connect(secret) = &self.credentials else {
+            return Err(ConfluenceError::NoOAuthClientId);
+        };
         let oauth_client_id = self
             .site
             .oauth_client_id
@@ -327,7 +345,7 @@ impl ConfluenceClient {
                 GrantSubject {
                     oauth_client_id,
                     base_url: &self.site.base_url,
-                    secret: &self.secret,
+                    secret,
                 },
             )
             .await?;

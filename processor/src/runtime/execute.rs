@@ -12,14 +12,16 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use tributary_common::kafka::envelope_from_message;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{Database, HandledEvent, HandlerRun, HandlerStore, TenantStore};
+use tributary_common::store::{
+    Database, ForgeStore, HandledEvent, HandlerRun, HandlerStore, TenantStore,
+};
 
 use super::guard::FailureGuard;
 use crate::backoff::BackoffSchedule;
 use crate::confluence::ConfluenceClients;
 use crate::context::{Context, ContextParts};
 use crate::dlq::{DeadLetterWriter, Letter, Reason};
-use crate::event::{Event, Origin};
+use crate::event::{Event, EventSource, Origin};
 use crate::handler::{HandlerError, Subscription};
 use crate::observe::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
 use crate::state::TenantState;
@@ -31,6 +33,7 @@ const UNKNOWN_EVENT: &str = "unknown";
 pub(crate) struct Shared {
     pub db: Database,
     pub tenants: TenantStore,
+    pub forge: ForgeStore,
     pub handled: HandlerStore,
     pub confluence: ConfluenceClients,
     pub subscriptions: Vec<Subscription>,
@@ -208,12 +211,20 @@ async fn attempt_once(
         return Ok(Outcome::Duplicate);
     }
     let tenant = shared.tenants.get_with_secret(event.client_key()).await?;
+    // A Forge identity is looked up only where it may be needed: a tenant without a
+    // Connect identity, or an event Forge sent.
+    let forge = if tenant.is_none() || event.source() == EventSource::Forge {
+        shared.forge.for_tenant(event.client_key()).await?
+    } else {
+        None
+    };
     let state = TenantState::new(shared.handled.clone(), event.client_key());
     let ctx = Context::new(ContextParts {
         event: event.clone(),
         handler: subscription.name.clone(),
         attempt,
         tenant,
+        forge,
         state: state.clone(),
         confluence: shared.confluence.clone(),
     });

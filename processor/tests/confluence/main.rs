@@ -1,6 +1,7 @@
 //! The Confluence REST client against the simulated Confluence (and its authorization
 //! server) on loopback.
 
+mod forge;
 mod limits;
 mod retries;
 mod safety;

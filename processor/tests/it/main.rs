@@ -1,6 +1,7 @@
 //! The processor against the mock Kafka cluster and a real Postgres database.
 
 mod dead_letters;
+mod forge;
 mod groups;
 mod lifecycle;
 mod ordering;

@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod forge;
 mod handled;
 mod tenant_changes;
 mod tenants;

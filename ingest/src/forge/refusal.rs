@@ -1,0 +1,83 @@
+//! Refusals of Forge deliveries: the edge's own, plus every invocation-token failure with
+//! its stable code, answered like the Connect routes answer (`{"error": "<code>"}`, counted
+//! and logged by the edge).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tributary_common::forge::ForgeAuthError;
+
+use crate::rejection::{Refused, Rejection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeRefusal {
+    #[error(transparent)]
+    Token(#[from] ForgeAuthError),
+    #[error(transparent)]
+    Edge(#[from] Rejection),
+}
+
+impl ForgeRefusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ForgeRefusal::Token(err) => err.code(),
+            ForgeRefusal::Edge(err) => err.code(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForgeRefusal::Token(ForgeAuthError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            // Forge retries a 5xx: right when the key host failed, not the token.
+            ForgeRefusal::Token(err) if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            ForgeRefusal::Token(_) => StatusCode::UNAUTHORIZED,
+            ForgeRefusal::Edge(err) => err.status(),
+        }
+    }
+}
+
+impl IntoResponse for ForgeRefusal {
+    fn into_response(self) -> Response {
+        if let ForgeRefusal::Edge(err) = self {
+            return err.into_response();
+        }
+        let code = self.code();
+        let mut response =
+            (self.status(), Json(serde_json::json!({ "error": code }))).into_response();
+        response.extensions_mut().insert(Refused {
+            code,
+            detail: self.to_string(),
+        });
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_failures_map_to_their_status() {
+        let cases = [
+            (ForgeAuthError::MissingToken, StatusCode::UNAUTHORIZED),
+            (ForgeAuthError::Malformed("x"), StatusCode::BAD_REQUEST),
+            (ForgeAuthError::WrongAudience, StatusCode::UNAUTHORIZED),
+            (
+                ForgeAuthError::KeyUnavailable("down".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ];
+        for (err, status) in cases {
+            let response = ForgeRefusal::Token(err.clone()).into_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.extensions().get::<Refused>().map(|r| r.code),
+                Some(err.code())
+            );
+        }
+        assert_eq!(
+            ForgeRefusal::Edge(Rejection::BodyTooLarge).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}
