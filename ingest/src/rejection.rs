@@ -104,8 +104,9 @@ impl IntoResponse for Rejection {
         let code = self.code();
         let mut response =
             (self.status(), Json(serde_json::json!({ "error": code }))).into_response();
-        if matches!(self, Rejection::BodyTimeout) {
-            // The rest of a slow body is not worth waiting for on this connection.
+        if matches!(self, Rejection::BodyTimeout | Rejection::BodyTooLarge) {
+            // The rest of a slow or oversize body is not worth reading, so the connection
+            // cannot carry another request: say so, and no client reuses it.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),

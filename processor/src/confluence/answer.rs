@@ -35,3 +35,64 @@ pub(crate) async fn read_capped(
     }
     Ok(body.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every connection with `head` and then `body_bytes` bytes.
+    async fn serve(head: &'static str, body_bytes: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 1024];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let chunk = vec![b'x'; 8192];
+                    let mut sent = 0;
+                    while sent < body_bytes {
+                        let n = chunk.len().min(body_bytes - sent);
+                        if stream.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        sent += n;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_cap_are_refused_declared_or_streamed() {
+        let http = reqwest::Client::new();
+        let declared = serve(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n",
+            0,
+        )
+        .await;
+        let answer = http.get(&declared).send().await.expect("answer");
+        assert!(matches!(
+            read_capped(answer, 1024).await,
+            Err(ReadError::TooLarge(1024))
+        ));
+
+        // No length declared: the count is kept while reading.
+        let streamed = serve("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 64 * 1024).await;
+        let answer = http.get(&streamed).send().await.expect("answer");
+        assert!(matches!(
+            read_capped(answer, 16 * 1024).await,
+            Err(ReadError::TooLarge(_))
+        ));
+        let answer = http.get(&streamed).send().await.expect("answer");
+        let body = read_capped(answer, 128 * 1024)
+            .await
+            .expect("within the cap");
+        assert_eq!(body.len(), 64 * 1024);
+    }
+}
