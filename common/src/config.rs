@@ -83,6 +83,7 @@ pub struct Config {
     pub install_keys_timeout_ms: u64,
     pub install_keys_cache_size: u64,
     pub tenant_host_allowlist: Vec<String>,
+    pub tenant_development_hosts: Vec<String>,
     pub jwt_leeway_seconds: u64,
 
     pub metrics_listen: String,
@@ -98,6 +99,13 @@ pub struct Config {
     pub ingest_secret_cache_ttl_seconds: u64,
     pub ingest_webhook_events: Vec<String>,
     pub ingest_allow_legacy_installs: bool,
+    pub ingest_negative_cache_ttl_seconds: u64,
+    pub ingest_tenant_reload_interval_ms: u64,
+    pub ingest_lifecycle_max_body_bytes: u64,
+    pub ingest_lifecycle_max_in_flight: u64,
+    pub ingest_header_read_timeout_ms: u64,
+    pub ingest_idle_timeout_seconds: u64,
+    pub ingest_max_connections: u64,
     pub events_topic: String,
     pub topic_routes: Vec<String>,
 
@@ -289,7 +297,9 @@ impl Config {
             url("install_keys_url", server)?;
         }
         self.parsed.allowlist = HostAllowlist::new(&self.tenant_host_allowlist)
-            .map_err(|e| invalid("tenant_host_allowlist", e))?;
+            .map_err(|e| invalid("tenant_host_allowlist", e))?
+            .with_development_hosts(&self.tenant_development_hosts)
+            .map_err(|e| invalid("tenant_development_hosts", e))?;
         for (key, value) in [
             ("metrics_listen", &self.metrics_listen),
             ("ingest_listen", &self.ingest_listen),
@@ -304,6 +314,23 @@ impl Config {
         for (key, value) in [
             ("ingest_max_body_bytes", self.ingest_max_body_bytes),
             ("ingest_max_in_flight", self.ingest_max_in_flight),
+            (
+                "ingest_lifecycle_max_body_bytes",
+                self.ingest_lifecycle_max_body_bytes,
+            ),
+            (
+                "ingest_lifecycle_max_in_flight",
+                self.ingest_lifecycle_max_in_flight,
+            ),
+            (
+                "ingest_header_read_timeout_ms",
+                self.ingest_header_read_timeout_ms,
+            ),
+            (
+                "ingest_idle_timeout_seconds",
+                self.ingest_idle_timeout_seconds,
+            ),
+            ("ingest_max_connections", self.ingest_max_connections),
             ("ingest_publish_timeout_ms", self.ingest_publish_timeout_ms),
             ("install_keys_timeout_ms", self.install_keys_timeout_ms),
             ("processor_concurrency", self.processor_concurrency),

@@ -19,6 +19,7 @@ pub mod kafka_log;
 pub mod observe;
 pub mod publisher;
 pub mod rejection;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,7 +77,10 @@ pub async fn run(
         config.install_keys_url.clone(),
         Duration::from_millis(config.install_keys_timeout_ms),
         config.install_keys_cache_size,
-    );
+    )
+    .with_unknown_kid_ttl(Duration::from_secs(
+        config.ingest_negative_cache_ttl_seconds,
+    ));
     let app = Arc::new(AppState {
         base_path: config.app_base_path(),
         max_body: usize::try_from(config.ingest_max_body_bytes).unwrap_or(usize::MAX),
@@ -91,6 +95,10 @@ pub async fn run(
         config.ingest_secret_cache_size,
         Duration::from_secs(config.ingest_secret_cache_ttl_seconds),
         config.jwt_leeway_seconds,
+    )
+    .with_negative_caching(
+        Duration::from_secs(config.ingest_negative_cache_ttl_seconds),
+        Duration::from_millis(config.ingest_tenant_reload_interval_ms),
     );
     let follower = tokio::spawn(
         secrets
@@ -101,6 +109,8 @@ pub async fn run(
         app: app.clone(),
         app_key: config.app_key.clone(),
         allow_legacy_installs: config.ingest_allow_legacy_installs,
+        lifecycle_max_body: usize::try_from(config.ingest_lifecycle_max_body_bytes)
+            .unwrap_or(usize::MAX),
         allowlist: config.tenant_allowlist().clone(),
         descriptor: serde_json::to_vec(&descriptor(&config, &events))
             .unwrap_or_default()
@@ -113,14 +123,25 @@ pub async fn run(
         usize::try_from(config.ingest_max_in_flight).unwrap_or(usize::MAX),
         config.ingest_retry_after_seconds,
     );
+    // Lifecycle callbacks get slots of their own: however many a stranger opens, the
+    // webhooks' slots stay free.
+    let lifecycle_edge = EdgeLayers::new(
+        usize::try_from(config.ingest_lifecycle_max_in_flight).unwrap_or(usize::MAX),
+        config.ingest_retry_after_seconds,
+    );
     let connect_tenants = connect.secrets.clone();
-    let mut sources = vec![connect::router(connect, &edge)];
+    let mut sources = vec![connect::router(connect, &edge, &lifecycle_edge)];
     if let Some(state) =
         forge::ForgeState::from_config(&config, app.clone(), forge_store, connect_tenants)
     {
         sources.push(forge::router(Arc::new(state), &edge));
     }
     let router = app::router(app, sources);
+    let limits = server::ServerLimits {
+        header_read_timeout: Duration::from_millis(config.ingest_header_read_timeout_ms),
+        idle_timeout: Duration::from_secs(config.ingest_idle_timeout_seconds),
+        max_connections: usize::try_from(config.ingest_max_connections).unwrap_or(usize::MAX),
+    };
     tracing::info!(
         address = %listener.local_addr()?,
         metrics = %metrics_listener.local_addr()?,
@@ -129,11 +150,7 @@ pub async fn run(
 
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, shutdown.clone()));
     let stop = shutdown.clone();
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let mut server = tokio::spawn(server::serve(listener, router, limits, stop));
     let served = tokio::select! {
         served = &mut server => served,
         _ = shutdown.cancelled() => {

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tributary_common::connect::AuthError;
+use tributary_common::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
@@ -39,6 +40,18 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A failed store call: an outage (503) unless the database refused a value the
+    /// request carried, which is the caller's fault (400) and must not feed the 5xx alert.
+    pub fn from_store(err: StoreError) -> Rejection {
+        if err.is_caused_by_input() {
+            Rejection::MalformedBody(format!(
+                "the body holds a value that cannot be stored: {err}"
+            ))
+        } else {
+            Rejection::StoreUnavailable(err.to_string())
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::Auth(err) => err.code(),
@@ -91,8 +104,9 @@ impl IntoResponse for Rejection {
         let code = self.code();
         let mut response =
             (self.status(), Json(serde_json::json!({ "error": code }))).into_response();
-        if matches!(self, Rejection::BodyTimeout) {
-            // The rest of a slow body is not worth waiting for on this connection.
+        if matches!(self, Rejection::BodyTimeout | Rejection::BodyTooLarge) {
+            // The rest of a slow or oversize body is not worth reading, so the connection
+            // cannot carry another request: say so, and no client reuses it.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),

@@ -1,6 +1,6 @@
 //! Handlers every processor can run without app code.
 
-use tributary_common::store::TenantStore;
+use tributary_common::store::{LifecycleStamp, TenantStore};
 
 use crate::context::Context;
 use crate::handler::{EventFilter, Handler, HandlerError};
@@ -13,7 +13,10 @@ pub const LOG: &str = "tributary.log";
 /// Keeps tenant status in step with lifecycle events. The ingest stored the tenant and its
 /// secret when `installed` arrived (the event on Kafka carries no secret); here the status
 /// is re-derived, which is idempotent, and `uninstalled` is sticky, so `disabled` and
-/// `uninstalled` end the same in either order.
+/// `uninstalled` end the same in either order. Each event is applied with its own time and
+/// id, and one older than what the tenant's status came from changes nothing: a processor
+/// lagging behind the ingest (or reading lifecycle events from two topics) never sets a
+/// reinstalled tenant back to `uninstalled`.
 pub fn tenant_state(tenants: TenantStore) -> (EventFilter, impl Handler) {
     let handler = move |ctx: Context| {
         let tenants = tenants.clone();
@@ -23,7 +26,11 @@ pub fn tenant_state(tenants: TenantStore) -> (EventFilter, impl Handler) {
                 return Ok(());
             };
             let tenant = tenants
-                .apply_lifecycle(event.client_key(), lifecycle, event.id())
+                .apply_lifecycle_at(
+                    event.client_key(),
+                    lifecycle,
+                    &LifecycleStamp::new(event.time(), event.id()),
+                )
                 .await
                 .map_err(HandlerError::from)?;
             match tenant {

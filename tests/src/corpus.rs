@@ -48,6 +48,9 @@ pub struct Case {
     /// Send the body slowly over a raw connection.
     #[serde(default)]
     pub slow_body: Option<SlowBody>,
+    /// Send the headers slowly over a raw connection, never finishing them.
+    #[serde(default)]
+    pub slow_head: Option<SlowHead>,
     pub expect: Expect,
 }
 
@@ -124,6 +127,15 @@ pub struct BodySpec {
 #[serde(deny_unknown_fields)]
 pub struct SlowBody {
     pub declared_length: usize,
+    pub bytes_per_tick: usize,
+    pub tick_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowHead {
+    /// Header bytes dribbled after the request line, at most.
+    pub length: usize,
     pub bytes_per_tick: usize,
     pub tick_ms: u64,
 }
@@ -383,6 +395,9 @@ impl Case {
         if let Some(slow) = &self.slow_body {
             return send_slowly(ingest.addr, &request, slow).await;
         }
+        if let Some(slow) = &self.slow_head {
+            return send_head_slowly(ingest.addr, &request, slow).await;
+        }
         match ingest.try_send(&request).await {
             Ok(answer) => Outcome {
                 status: Some(answer.status().as_u16()),
@@ -474,6 +489,61 @@ async fn send_slowly(addr: SocketAddr, request: &Raw, slow: &SlowBody) -> Outcom
     Outcome {
         status,
         code,
+        closed,
+    }
+}
+
+/// Sends the request line of `request`, then dribbles one never-ending header; reports
+/// whether the server closed the connection before the header could have been finished.
+async fn send_head_slowly(addr: SocketAddr, request: &Raw, slow: &SlowHead) -> Outcome {
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return Outcome {
+            status: None,
+            code: None,
+            closed: true,
+        };
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    let line = format!(
+        "{} {} HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ",
+        request.method, request.target
+    );
+    let (bytes_per_tick, tick, total) = (
+        slow.bytes_per_tick.max(1),
+        Duration::from_millis(slow.tick_ms),
+        slow.length,
+    );
+    let writing = tokio::spawn(async move {
+        if writer.write_all(line.as_bytes()).await.is_err() {
+            return;
+        }
+        let mut sent = 0;
+        while sent < total {
+            let n = bytes_per_tick.min(total - sent);
+            if writer.write_all(&vec![b'a'; n]).await.is_err() {
+                return;
+            }
+            sent += n;
+            tokio::time::sleep(tick).await;
+        }
+    });
+    let patience = tick * u32::try_from(total / bytes_per_tick).unwrap_or(u32::MAX);
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(1), reader.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+            Err(_) if started.elapsed() > patience => break false,
+            Err(_) => {}
+        }
+    };
+    writing.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    Outcome {
+        status: text.split_whitespace().nth(1).and_then(|s| s.parse().ok()),
+        code: None,
         closed,
     }
 }

@@ -17,6 +17,19 @@ const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 /// The literal qsh browser context tokens carry instead of a request hash.
 pub const CONTEXT_QSH: &str = "context-qsh";
 
+/// The two orders Atlassian's libraries put query parameters in; they agree unless a name
+/// is not ASCII or a repeated name's values arrive unsorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanonicalForm {
+    /// `com.atlassian.jwt.core.CanonicalHttpRequests`, what Confluence signs and verifies
+    /// with: parameters sorted by `enc(name) + " " + enc(values joined by ",")`, each name's
+    /// values in request order.
+    Java,
+    /// `atlassian-jwt` (atlassian-connect-express): decoded names sorted in UTF-16 order,
+    /// each name's values sorted.
+    JavaScript,
+}
+
 /// The canonical form of one request and its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CanonicalRequest {
@@ -25,9 +38,20 @@ pub struct CanonicalRequest {
 }
 
 impl CanonicalRequest {
+    /// The Java form, the one outbound requests are signed with.
+    ///
     /// `request_target` is the path and query exactly as received (or as it will be sent);
     /// `base_path` is the path of the receiving side's base URL (`""` or e.g. `/wiki`).
     pub fn new(method: &str, request_target: &str, base_path: &str) -> Self {
+        Self::in_form(CanonicalForm::Java, method, request_target, base_path)
+    }
+
+    pub fn in_form(
+        form: CanonicalForm,
+        method: &str,
+        request_target: &str,
+        base_path: &str,
+    ) -> Self {
         let (path, query) = match request_target.split_once('?') {
             Some((path, query)) => (path, query),
             None => (request_target, ""),
@@ -36,16 +60,23 @@ impl CanonicalRequest {
             "{}&{}&{}",
             method.to_ascii_uppercase(),
             canonical_path(path, base_path),
-            canonical_query(query)
+            canonical_query(query, form)
         );
         let qsh = hex::encode(Sha256::digest(canonical.as_bytes()));
         CanonicalRequest { canonical, qsh }
     }
 }
 
-/// Shorthand for the hash alone.
+/// Shorthand for the hash alone, in the Java form (what outbound requests are signed with).
 pub fn qsh(method: &str, request_target: &str, base_path: &str) -> String {
     CanonicalRequest::new(method, request_target, base_path).qsh
+}
+
+/// The hashes of a received request in both forms: a token is good if its qsh matches
+/// either (Confluence signs with the Java one, atlassian-connect-express with the other).
+pub fn accepted_qshes(method: &str, request_target: &str, base_path: &str) -> [String; 2] {
+    [CanonicalForm::Java, CanonicalForm::JavaScript]
+        .map(|form| CanonicalRequest::in_form(form, method, request_target, base_path).qsh)
 }
 
 fn canonical_path(path: &str, base_path: &str) -> String {
@@ -65,40 +96,77 @@ fn canonical_path(path: &str, base_path: &str) -> String {
     out.replace('&', "%26")
 }
 
-fn canonical_query(query: &str) -> String {
+/// JavaScript compares strings by UTF-16 code units; bytes that are not UTF-8 keep their
+/// byte order.
+fn utf16_key(bytes: &[u8]) -> Vec<u16> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.encode_utf16().collect(),
+        Err(_) => bytes.iter().map(|b| u16::from(*b)).collect(),
+    }
+}
+
+fn canonical_query(query: &str, form: CanonicalForm) -> String {
     // Names and values are compared as decoded bytes so that invalid UTF-8 cannot fail the
     // hash; they are re-encoded the one canonical way before joining.
-    let mut params: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+    let mut params: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = decode_component(raw_name);
         if name == b"jwt" {
             continue;
         }
-        let encoded_name = encode_component(&name);
         let value = decode_component(raw_value);
-        match params.iter_mut().find(|(n, _)| *n == encoded_name) {
+        match params.iter_mut().find(|(n, _)| *n == name) {
             Some((_, values)) => values.push(value),
-            None => params.push((encoded_name, vec![value])),
+            None => params.push((name, vec![value])),
         }
     }
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut encoded: Vec<(String, String)> = match form {
+        CanonicalForm::Java => {
+            let mut keyed: Vec<(String, String, String)> = params
+                .into_iter()
+                .map(|(name, values)| {
+                    let name = encode_component(&name);
+                    let joined = values.join(&b","[..]);
+                    let key = format!("{name} {}", encode_component(&joined));
+                    (key, name, join_encoded(&values))
+                })
+                .collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            keyed
+                .into_iter()
+                .map(|(_, name, values)| (name, values))
+                .collect()
+        }
+        CanonicalForm::JavaScript => {
+            params.sort_by_key(|p| utf16_key(&p.0));
+            params
+                .into_iter()
+                .map(|(name, mut values)| {
+                    values.sort_by_key(|v| utf16_key(v));
+                    (encode_component(&name), join_encoded(&values))
+                })
+                .collect()
+        }
+    };
     let mut out = String::new();
-    for (i, (name, mut values)) in params.into_iter().enumerate() {
-        values.sort();
+    for (i, (name, values)) in encoded.drain(..).enumerate() {
         if i > 0 {
             out.push('&');
         }
         out.push_str(&name);
         out.push('=');
-        for (j, value) in values.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            out.push_str(&encode_component(value));
-        }
+        out.push_str(&values);
     }
     out
+}
+
+fn join_encoded(values: &[Vec<u8>]) -> String {
+    values
+        .iter()
+        .map(|v| encode_component(v))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn decode_component(raw: &str) -> Vec<u8> {
@@ -129,8 +197,14 @@ mod tests {
         method: String,
         request_target: String,
         base_path: String,
+        /// The JavaScript form.
         canonical: String,
         qsh: String,
+        /// The Java form, where it differs.
+        #[serde(default)]
+        canonical_java: Option<String>,
+        #[serde(default)]
+        qsh_java: Option<String>,
     }
 
     #[test]
@@ -138,15 +212,55 @@ mod tests {
         let vectors: Vectors =
             serde_json::from_str(include_str!("../../testdata/qsh.json")).expect("vector file");
         assert!(vectors.cases.len() >= 17);
+        let mut differing = 0;
         for case in &vectors.cases {
-            let got = CanonicalRequest::new(&case.method, &case.request_target, &case.base_path);
+            let got = CanonicalRequest::in_form(
+                CanonicalForm::JavaScript,
+                &case.method,
+                &case.request_target,
+                &case.base_path,
+            );
             assert_eq!(
                 got.canonical, case.canonical,
                 "canonical for {}",
                 case.request_target
             );
             assert_eq!(got.qsh, case.qsh, "qsh for {}", case.request_target);
+            let java = CanonicalRequest::new(&case.method, &case.request_target, &case.base_path);
+            if case.canonical_java.is_some() {
+                differing += 1;
+            }
+            assert_eq!(
+                &java.canonical,
+                case.canonical_java.as_ref().unwrap_or(&case.canonical),
+                "Java canonical for {}",
+                case.request_target
+            );
+            assert_eq!(
+                &java.qsh,
+                case.qsh_java.as_ref().unwrap_or(&case.qsh),
+                "Java qsh for {}",
+                case.request_target
+            );
+            assert!(
+                accepted_qshes(&case.method, &case.request_target, &case.base_path)
+                    .contains(&case.qsh)
+            );
         }
+        assert!(differing >= 3, "vectors where the two forms differ");
+    }
+
+    #[test]
+    fn the_forms_differ_only_in_order() {
+        let target = "/x?z=1&%C3%A9=2&r=b&r=a";
+        assert_eq!(
+            CanonicalRequest::new("GET", target, "").canonical,
+            "GET&/x&%C3%A9=2&r=b,a&z=1"
+        );
+        assert_eq!(
+            CanonicalRequest::in_form(CanonicalForm::JavaScript, "GET", target, "").canonical,
+            "GET&/x&r=a,b&z=1&%C3%A9=2"
+        );
     }
 
     #[test]
@@ -183,9 +297,18 @@ mod tests {
                 let q: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", v.replace(' ', "+"))).collect();
                 format!("/x?{}", q.join("&"))
             };
-            let forward = qsh("GET", &target(&pairs), "");
+            let js = |t: &str| CanonicalRequest::in_form(CanonicalForm::JavaScript, "GET", t, "").qsh;
+            let forward = js(&target(&pairs));
             pairs.reverse();
-            prop_assert_eq!(forward, qsh("GET", &target(&pairs), ""));
+            prop_assert_eq!(forward, js(&target(&pairs)));
+        }
+
+        #[test]
+        fn the_order_of_distinct_names_does_not_change_the_java_hash(names in proptest::collection::btree_set("[a-zA-Z0-9._~-]{1,4}|%C3%A9[a-z]?", 0..6)) {
+            let pairs: Vec<String> = names.iter().enumerate().map(|(i, n)| format!("{n}={i}")).collect();
+            let forward = qsh("GET", &format!("/x?{}", pairs.join("&")), "");
+            let reversed: Vec<String> = pairs.into_iter().rev().collect();
+            prop_assert_eq!(forward, qsh("GET", &format!("/x?{}", reversed.join("&")), ""));
         }
     }
 }

@@ -42,11 +42,33 @@ impl InstallVerifier {
             .await
     }
 
+    /// Every check but the comparison of `iss` with the body's clientKey, for a caller that
+    /// verifies the token before it reads the body (and must then compare the two itself).
+    pub async fn verify_token(
+        &self,
+        raw_token: &str,
+        request: RequestTarget<'_>,
+    ) -> Result<VerifiedInstall, AuthError> {
+        self.verify_checked(raw_token, request, None, now_unix())
+            .await
+    }
+
     pub async fn verify_at(
         &self,
         raw_token: &str,
         request: RequestTarget<'_>,
         body_client_key: &str,
+        now: i64,
+    ) -> Result<VerifiedInstall, AuthError> {
+        self.verify_checked(raw_token, request, Some(body_client_key), now)
+            .await
+    }
+
+    async fn verify_checked(
+        &self,
+        raw_token: &str,
+        request: RequestTarget<'_>,
+        body_client_key: Option<&str>,
         now: i64,
     ) -> Result<VerifiedInstall, AuthError> {
         let token = UnverifiedToken::parse(raw_token)?;
@@ -55,14 +77,17 @@ impl InstallVerifier {
         if !is_safe_key_id(kid) {
             return Err(AuthError::InvalidKeyId);
         }
-        let key = self.keys.key(kid).await?;
-        token.verify_signature(&key, Algorithm::RS256)?;
-        if token.issuer() != body_client_key {
+        // The claims that cost nothing to check come before the key fetch, so a token that
+        // could never pass sends no request to a key server.
+        if body_client_key.is_some_and(|client_key| token.issuer() != client_key) {
             return Err(AuthError::IssuerMismatch);
         }
         if !self.audience_matches(token.claim("aud")) {
             return Err(AuthError::WrongAudience);
         }
+        token.check_times(now, self.leeway_seconds)?;
+        let key = self.keys.key(kid).await?;
+        token.verify_signature(&key, Algorithm::RS256)?;
         let verified =
             token.verify_time_and_qsh(request, QshPolicy::RequestOnly, now, self.leeway_seconds)?;
         Ok(VerifiedInstall {

@@ -30,7 +30,14 @@ pub struct InstallKeyProvider {
     servers: Arc<Vec<String>>,
     http: reqwest::Client,
     cache: Cache<String, Arc<DecodingKey>>,
+    /// Kids no key server knows, remembered briefly: a forger repeating a made-up kid costs
+    /// one round of fetches, not one per request.
+    unknown: Cache<String, ()>,
 }
+
+/// How many unknown kids are remembered, and for how long by default.
+const UNKNOWN_KIDS: u64 = 4096;
+const UNKNOWN_KID_TTL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for InstallKeyProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,19 +70,47 @@ impl InstallKeyProvider {
             ),
             http,
             cache: Cache::builder().max_capacity(cache_size.max(1)).build(),
+            unknown: Self::unknown_cache(UNKNOWN_KID_TTL),
         }
     }
 
-    /// The key for `kid`. Concurrent callers for one `kid` share a single fetch; failures are
-    /// not cached, so the next install tries the servers again.
+    fn unknown_cache(ttl: Duration) -> Cache<String, ()> {
+        Cache::builder()
+            .max_capacity(UNKNOWN_KIDS)
+            .time_to_live(ttl)
+            .build()
+    }
+
+    /// Remembers a kid that no key server knows for `ttl` (zero: not at all). Only "not
+    /// found" answers are remembered: a key server that fails is asked again next time.
+    pub fn with_unknown_kid_ttl(mut self, ttl: Duration) -> Self {
+        self.unknown = if ttl.is_zero() {
+            Cache::builder().max_capacity(0).build()
+        } else {
+            Self::unknown_cache(ttl)
+        };
+        self
+    }
+
+    /// The key for `kid`. Concurrent callers for one `kid` share a single fetch. A kid every
+    /// server answered 404 for is refused without asking again for a few seconds; other
+    /// failures are not remembered, so the next install tries the servers again.
     pub async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
         if !is_safe_key_id(kid) {
             return Err(AuthError::InvalidKeyId);
         }
-        self.cache
+        if self.unknown.contains_key(kid) {
+            return Err(AuthError::UnknownKeyId);
+        }
+        let fetched = self
+            .cache
             .try_get_with(kid.to_string(), self.fetch(kid))
             .await
-            .map_err(|err: Arc<AuthError>| (*err).clone())
+            .map_err(|err: Arc<AuthError>| (*err).clone());
+        if matches!(fetched, Err(AuthError::UnknownKeyId)) {
+            self.unknown.insert(kid.to_string(), ()).await;
+        }
+        fetched
     }
 
     async fn fetch(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::token::is_plausible_identifier;
+
 /// The four lifecycle callbacks Confluence sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +78,16 @@ pub struct LifecyclePayload {
     pub service_entitlement_number: Option<String>,
 }
 
+/// Longest `baseUrl` accepted.
+pub const MAX_URL_LEN: usize = 2048;
+/// Longest optional text field (`description`, `displayUrl`, ...) accepted; Confluence's
+/// are a few dozen characters.
+pub const MAX_FIELD_LEN: usize = 4096;
+
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
+}
+
 /// Longest shared secret Confluence sends is 128 characters; longer is refused as malformed.
 pub const MAX_SHARED_SECRET_LEN: usize = 256;
 
@@ -91,11 +103,21 @@ impl LifecyclePayload {
     pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
         let payload: LifecyclePayload =
             serde_json::from_slice(body).map_err(|e| PayloadError::Invalid(e.to_string()))?;
-        if payload.client_key.trim().is_empty() {
+        if payload.client_key.trim().is_empty() || !is_plausible_identifier(&payload.client_key) {
             return Err(PayloadError::BadField("clientKey"));
         }
-        if payload.key.trim().is_empty() {
+        if payload.key.trim().is_empty() || !is_plausible_identifier(&payload.key) {
             return Err(PayloadError::BadField("key"));
+        }
+        if payload.base_url.len() > MAX_URL_LEN || has_control(&payload.base_url) {
+            return Err(PayloadError::BadField("baseUrl"));
+        }
+        for (field, value) in payload.optional_fields() {
+            if let Some(value) = value
+                && (value.len() > MAX_FIELD_LEN || value.contains('\0'))
+            {
+                return Err(PayloadError::BadField(field));
+            }
         }
         let base =
             url::Url::parse(&payload.base_url).map_err(|_| PayloadError::BadField("baseUrl"))?;
@@ -103,11 +125,34 @@ impl LifecyclePayload {
             return Err(PayloadError::BadField("baseUrl"));
         }
         if let Some(secret) = &payload.shared_secret
-            && (secret.is_empty() || secret.len() > MAX_SHARED_SECRET_LEN)
+            && (secret.is_empty() || secret.len() > MAX_SHARED_SECRET_LEN || has_control(secret))
         {
             return Err(PayloadError::BadField("sharedSecret"));
         }
         Ok(payload)
+    }
+
+    /// The optional text fields, by their JSON names.
+    fn optional_fields(&self) -> [(&'static str, Option<&str>); 11] {
+        [
+            ("displayUrl", self.display_url.as_deref()),
+            (
+                "displayUrlServicedeskHelpCenter",
+                self.display_url_servicedesk_help_center.as_deref(),
+            ),
+            ("productType", self.product_type.as_deref()),
+            ("description", self.description.as_deref()),
+            ("serverVersion", self.server_version.as_deref()),
+            ("pluginsVersion", self.plugins_version.as_deref()),
+            ("oauthClientId", self.oauth_client_id.as_deref()),
+            ("installationId", self.installation_id.as_deref()),
+            ("entitlementId", self.entitlement_id.as_deref()),
+            ("entitlementNumber", self.entitlement_number.as_deref()),
+            (
+                "serviceEntitlementNumber",
+                self.service_entitlement_number.as_deref(),
+            ),
+        ]
     }
 
     /// The host of `baseUrl`, lower case.
@@ -181,6 +226,43 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn control_characters_and_oversize_values_are_refused_by_field() {
+        let body = |field: &str, value: serde_json::Value| {
+            let mut body = serde_json::json!({"key":"app","clientKey":"ck","sharedSecret":"s",
+                "baseUrl":"https://acme.atlassian.net/wiki","eventType":"installed"});
+            body[field] = value;
+            serde_json::to_vec(&body).expect("json")
+        };
+        let cases = [
+            ("clientKey", serde_json::json!("ck\u{0}x"), "clientKey"),
+            ("clientKey", serde_json::json!("k".repeat(257)), "clientKey"),
+            ("clientKey", serde_json::json!("ck\nx"), "clientKey"),
+            ("key", serde_json::json!("app\u{1}"), "key"),
+            (
+                "baseUrl",
+                serde_json::json!("https://acme.atlassian.net/\u{0}"),
+                "baseUrl",
+            ),
+            ("sharedSecret", serde_json::json!("s\u{0}"), "sharedSecret"),
+            ("description", serde_json::json!("a\u{0}b"), "description"),
+            (
+                "displayUrl",
+                serde_json::json!("d".repeat(MAX_FIELD_LEN + 1)),
+                "displayUrl",
+            ),
+        ];
+        for (field, value, expected) in cases {
+            assert_eq!(
+                LifecyclePayload::parse(&body(field, value.clone())),
+                Err(PayloadError::BadField(expected)),
+                "{field} = {value}"
+            );
+        }
+        let multi_line = body("description", serde_json::json!("line one\nline two"));
+        assert!(LifecyclePayload::parse(&multi_line).is_ok());
     }
 
     proptest! {

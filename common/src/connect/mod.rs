@@ -8,7 +8,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod token;
 
-pub use canonical::{CanonicalRequest, qsh};
+pub use canonical::{CanonicalForm, CanonicalRequest, accepted_qshes, qsh};
 pub use error::AuthError;
 pub use install::{InstallVerifier, VerifiedInstall};
 pub use keys::{InstallKeyProvider, is_safe_key_id};

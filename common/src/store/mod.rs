@@ -14,7 +14,9 @@ pub use error::StoreError;
 pub use forge::{ForgeInstallation, ForgeStatus, ForgeStore, InvocationRecord, site_tenant_key};
 pub use handled::{HandledEvent, HandledSet, HandlerRun, HandlerStore, StateWrites};
 pub use tenant_changes::{TenantChange, TenantChangeFeed};
-pub use tenants::{LifecycleRecord, Tenant, TenantStatus, TenantStore, next_status};
+pub use tenants::{
+    InstallMode, LifecycleRecord, LifecycleStamp, Tenant, TenantStatus, TenantStore, next_status,
+};
 
 use std::time::Duration;
 

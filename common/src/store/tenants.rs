@@ -67,6 +67,37 @@ pub fn next_status(current: Option<TenantStatus>, event: LifecycleEventType) -> 
     }
 }
 
+/// When the callback behind a lifecycle transition arrived, and its event id to order two
+/// callbacks of the same millisecond. The ingest applies each callback as it arrives and
+/// processors apply the same event again when they consume it, possibly much later and,
+/// with lifecycle events split over topics, in another order; a transition whose stamp is
+/// older than the one the tenant's status came from is audited but changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LifecycleStamp {
+    /// Milliseconds since the Unix epoch (the event's `ce_time`).
+    pub at_ms: i64,
+    pub event_id: String,
+}
+
+impl LifecycleStamp {
+    pub fn new(at: DateTime<Utc>, event_id: &str) -> Self {
+        LifecycleStamp {
+            at_ms: at.timestamp_millis(),
+            event_id: event_id.to_string(),
+        }
+    }
+}
+
+/// Whether an install may overwrite a tenant that is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallMode {
+    /// A verified install: a new tenant, or a reinstall (secret rotation, site rename).
+    Upsert,
+    /// An unverified (legacy) first install: only when no tenant has this clientKey, decided
+    /// inside the transaction that inserts it, so concurrent ones cannot all win.
+    FirstOnly,
+}
+
 /// A tenant as the rest of the system sees it: everything but the secret.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Tenant {
@@ -197,6 +228,20 @@ macro_rules! lock_status {
     }};
 }
 
+/// The tenant's audited callbacks with their stamps, in arrival order.
+macro_rules! stamped_history {
+    ($tx:ident, $client_key:expr) => {{
+        let rows: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT event_type, event_id, event_ms FROM tenant_lifecycle_events \
+             WHERE client_key = $1 ORDER BY id",
+        )
+        .bind($client_key)
+        .fetch_all(&mut *$tx)
+        .await?;
+        rows
+    }};
+}
+
 /// The tenant with its encrypted secret, if it exists.
 macro_rules! fetch {
     ($tx:ident, $client_key:expr) => {
@@ -209,22 +254,74 @@ macro_rules! fetch {
     };
 }
 
-/// Appends a callback to the tenant's audit trail.
+/// Appends a callback, with its stamp, to the tenant's audit trail.
 macro_rules! audit {
-    ($tx:ident, $client_key:expr, $event:expr, $event_id:expr, $base_url:expr, $status_after:expr) => {
+    ($tx:ident, $client_key:expr, $event:expr, $stamp:expr, $base_url:expr, $status_after:expr) => {
         sqlx::query(
             "INSERT INTO tenant_lifecycle_events \
-             (client_key, event_type, event_id, base_url, status_after) \
-             VALUES ($1, $2, $3, $4, $5)",
+             (client_key, event_type, event_id, base_url, status_after, event_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind($client_key)
         .bind($event.as_str())
-        .bind($event_id)
+        .bind(&$stamp.event_id)
         .bind($base_url)
         .bind($status_after.map(TenantStatus::as_str))
+        .bind($stamp.at_ms)
         .execute(&mut *$tx)
         .await?
     };
+}
+
+/// The status a tenant's callbacks lead to: each distinct callback (by event id) once, in
+/// stamp order (unstamped ones from before stamps first, as they arrived), `event` at
+/// `stamp` among them. The same set gives the same status whatever order it arrived in, so
+/// the ingest applying each callback at once and a processor applying the same events later,
+/// late or re-ordered, agree at every step and never move the tenant back. Also says whether
+/// `event` is the newest of them.
+fn folded_status(
+    history: Vec<(String, Option<String>, Option<i64>)>,
+    event: LifecycleEventType,
+    stamp: &LifecycleStamp,
+) -> Result<(Option<TenantStatus>, bool), StoreError> {
+    let mut events: Vec<(Option<i64>, String, usize, LifecycleEventType)> = Vec::new();
+    for (position, (event_type, event_id, event_ms)) in history.into_iter().enumerate() {
+        let kind = LifecycleEventType::parse(&event_type)
+            .ok_or_else(|| StoreError::CorruptRow(format!("event type `{event_type}`")))?;
+        let id = event_id.unwrap_or_default();
+        // The same event applied again (by the ingest, then a processor) has the same id,
+        // type and stamp.
+        let seen = |e: &(Option<i64>, String, usize, LifecycleEventType)| {
+            e.0 == event_ms && e.1 == id && e.3 == kind
+        };
+        if event_ms.is_some() && events.iter().any(seen) {
+            continue;
+        }
+        events.push((event_ms, id, position, kind));
+    }
+    let position = events.len();
+    let this = |e: &(Option<i64>, String, usize, LifecycleEventType)| {
+        e.0 == Some(stamp.at_ms) && e.1 == stamp.event_id && e.3 == event
+    };
+    if !events.iter().any(this) {
+        events.push((Some(stamp.at_ms), stamp.event_id.clone(), position, event));
+    }
+    events.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| {
+                if a.0.is_some() {
+                    a.1.cmp(&b.1)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .then_with(|| a.2.cmp(&b.2))
+    });
+    let newest = events.last().is_some_and(this);
+    let status = events
+        .iter()
+        .fold(None, |status, e| Some(next_status(status, e.3)));
+    Ok((status, newest))
 }
 
 #[derive(Clone)]
@@ -262,6 +359,22 @@ impl TenantStore {
         install: &LifecyclePayload,
         event_id: &str,
     ) -> Result<Tenant, StoreError> {
+        self.record_install_at(
+            install,
+            &LifecycleStamp::new(Utc::now(), event_id),
+            InstallMode::Upsert,
+        )
+        .await
+    }
+
+    /// [`TenantStore::record_install`] stamped with the callback's arrival; with
+    /// [`InstallMode::FirstOnly`], [`StoreError::AlreadyInstalled`] when the tenant exists.
+    pub async fn record_install_at(
+        &self,
+        install: &LifecyclePayload,
+        stamp: &LifecycleStamp,
+        mode: InstallMode,
+    ) -> Result<Tenant, StoreError> {
         let secret = install
             .shared_secret
             .as_deref()
@@ -269,15 +382,21 @@ impl TenantStore {
         let encrypted = self
             .keyring
             .encrypt(&SharedSecret::new(secret), &install.client_key)?;
-        let upsert = |now: &str| {
+        let upsert = |now: &str, conflict: &str| {
             format!(
                 "INSERT INTO tenants (client_key, app_key, base_url, display_url, \
                  display_url_servicedesk_help_center, product_type, description, server_version, \
                  plugins_version, oauth_client_id, installation_id, entitlement_id, entitlement_number, \
                  service_entitlement_number, secret_key_id, secret_nonce, secret_ciphertext, status, \
                  installed_at, status_changed_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, {now}, {now}) \
-                 ON CONFLICT (client_key) DO UPDATE SET app_key = EXCLUDED.app_key, \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, \
+                 {now}, {now}) {conflict}"
+            )
+        };
+        let conflict = |now: &str| match mode {
+            InstallMode::FirstOnly => "ON CONFLICT (client_key) DO NOTHING".to_string(),
+            InstallMode::Upsert => format!(
+                "ON CONFLICT (client_key) DO UPDATE SET app_key = EXCLUDED.app_key, \
                  base_url = EXCLUDED.base_url, display_url = EXCLUDED.display_url, \
                  display_url_servicedesk_help_center = EXCLUDED.display_url_servicedesk_help_center, \
                  product_type = EXCLUDED.product_type, description = EXCLUDED.description, \
@@ -291,13 +410,21 @@ impl TenantStore {
                  status_changed_at = CASE WHEN tenants.status = EXCLUDED.status \
                      THEN tenants.status_changed_at ELSE {now} END, \
                  updated_at = {now}"
-            )
+            ),
         };
         with_database!(&self.db, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin_write).await?;
             let current = lock_status!(tx, sql, &install.client_key);
-            let status = next_status(current, LifecycleEventType::Installed);
-            sqlx::query(&upsert(sql.now))
+            if mode == InstallMode::FirstOnly && current.is_some() {
+                return Err(StoreError::AlreadyInstalled);
+            }
+            // The row (secret, base URL) is always the latest install's: it arrived just now,
+            // carrying the secret every later request is signed with. The status is what all
+            // of the tenant's callbacks lead to.
+            let history = stamped_history!(tx, &install.client_key);
+            let (status, _) = folded_status(history, LifecycleEventType::Installed, stamp)?;
+            let status = status.unwrap_or(TenantStatus::Installed);
+            let inserted = sqlx::query(&upsert(sql.now, &conflict(sql.now)))
                 .bind(&install.client_key)
                 .bind(&install.key)
                 .bind(install.base_url.trim_end_matches('/'))
@@ -318,11 +445,15 @@ impl TenantStore {
                 .bind(status.as_str())
                 .execute(&mut *tx)
                 .await?;
+            if inserted.rows_affected() == 0 {
+                // A concurrent first install committed between the lock and the insert.
+                return Err(StoreError::AlreadyInstalled);
+            }
             audit!(
                 tx,
                 &install.client_key,
                 LifecycleEventType::Installed,
-                event_id,
+                stamp,
                 Some(&install.base_url),
                 Some(status)
             );
@@ -343,7 +474,24 @@ impl TenantStore {
         event: LifecycleEventType,
         event_id: &str,
     ) -> Result<Option<Tenant>, StoreError> {
-        let stamp = match event {
+        self.apply_lifecycle_at(
+            client_key,
+            event,
+            &LifecycleStamp::new(Utc::now(), event_id),
+        )
+        .await
+    }
+
+    /// [`TenantStore::apply_lifecycle`] for a callback stamped `stamp`: a callback older than
+    /// the one the tenant's status came from is audited and changes nothing, so applying
+    /// events again, late or out of order never moves a tenant back.
+    pub async fn apply_lifecycle_at(
+        &self,
+        client_key: &str,
+        event: LifecycleEventType,
+        stamp: &LifecycleStamp,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let column = match event {
             LifecycleEventType::Installed => "installed_at",
             LifecycleEventType::Enabled => "enabled_at",
             LifecycleEventType::Disabled => "disabled_at",
@@ -352,21 +500,41 @@ impl TenantStore {
         with_database!(&self.db, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin_write).await?;
             let current = lock_status!(tx, sql, client_key);
-            let status = current.map(|c| next_status(Some(c), event));
-            if let Some(status) = status {
-                let update = format!(
-                    "UPDATE tenants SET status = $2, {stamp} = {now}, \
-                     status_changed_at = CASE WHEN status = $2 THEN status_changed_at ELSE {now} END, \
-                     updated_at = {now} WHERE client_key = $1",
-                    now = sql.now
-                );
-                sqlx::query(&update)
-                    .bind(client_key)
-                    .bind(status.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            audit!(tx, client_key, event, event_id, None::<&str>, status);
+            let status = match current {
+                None => None,
+                Some(current) => {
+                    let history = stamped_history!(tx, client_key);
+                    let (folded, newest) = folded_status(history, event, stamp)?;
+                    let next = folded.unwrap_or(current);
+                    if !newest {
+                        tracing::info!(
+                            client_key,
+                            event = event.as_str(),
+                            status = next.as_str(),
+                            "lifecycle event older than the tenant's latest; applied in its place"
+                        );
+                    }
+                    // The event's own time column moves only for the newest event.
+                    let stamp_column = if newest {
+                        format!("{column} = {}, ", sql.now)
+                    } else {
+                        String::new()
+                    };
+                    let update = format!(
+                        "UPDATE tenants SET status = $2, {stamp_column}\
+                         status_changed_at = CASE WHEN status = $2 THEN status_changed_at ELSE {now} END, \
+                         updated_at = {now} WHERE client_key = $1",
+                        now = sql.now
+                    );
+                    sqlx::query(&update)
+                        .bind(client_key)
+                        .bind(next.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    Some(next)
+                }
+            };
+            audit!(tx, client_key, event, stamp, None::<&str>, status);
             let tenant = fetch!(tx, client_key).map(|(t, _)| t);
             tx.commit().await?;
             Ok(tenant)

@@ -14,6 +14,7 @@ use tributary_common::connect::{
     AuthError, LifecycleEventType, LifecyclePayload, RequestTarget, UnverifiedToken,
 };
 use tributary_common::envelope::{Envelope, EventKind};
+use tributary_common::store::{InstallMode, LifecycleStamp, StoreError};
 
 use super::secrets::Uninstalled;
 use super::{ConnectState, token_of};
@@ -28,9 +29,20 @@ pub async fn lifecycle(
     let app = &connect.app;
     let (parts, body) = request.into_parts();
     check_json_content_type(&parts.headers)?;
-    check_declared_length(&parts.headers, app.max_body)?;
-    let raw = read_limited(body, app.max_body).await?;
-    let payload = LifecyclePayload::parse(&raw).map_err(|e| match e {
+    check_declared_length(&parts.headers, connect.lifecycle_max_body)?;
+    let target = request_target(&parts);
+    let request = RequestTarget {
+        method: parts.method.as_str(),
+        target: &target,
+        base_path: &app.base_path,
+    };
+    // The token is checked before the body is read wherever the protocol allows (all but
+    // a legacy unsigned install), so a stranger's body never gets a buffer; what only the
+    // body can tell (its clientKey) is compared once it is read.
+    let token = token_of(&parts);
+    let signer = authenticate(&connect, kind, token.as_deref(), request).await?;
+    let raw = read_limited(body, connect.lifecycle_max_body).await?;
+    let mut payload = LifecyclePayload::parse(&raw).map_err(|e| match e {
         PayloadError::BadField(field) => Rejection::MalformedBody(format!("field `{field}`")),
         // The parser's message may quote body values, the secret among them: not for logs.
         PayloadError::Invalid(_) => Rejection::MalformedBody("not a lifecycle JSON object".into()),
@@ -41,66 +53,67 @@ pub async fn lifecycle(
     if payload.key != connect.app_key {
         return Err(Rejection::AppKeyMismatch);
     }
-    let target = request_target(&parts);
-    let request = RequestTarget {
-        method: parts.method.as_str(),
-        target: &target,
-        base_path: &app.base_path,
+    if kind == LifecycleEventType::Installed && payload.shared_secret.is_none() {
+        return Err(Rejection::MalformedBody("field `sharedSecret`".into()));
+    }
+    let install_mode = match signer {
+        Signer::Tenant(issuer) => {
+            if issuer != payload.client_key {
+                return Err(AuthError::IssuerMismatch.into());
+            }
+            InstallMode::Upsert
+        }
+        Signer::Unsigned => InstallMode::FirstOnly,
     };
-    let token = token_of(&parts);
-    match kind {
-        LifecycleEventType::Installed => {
-            authenticate_install(&connect, token.as_deref(), request, &payload).await?;
-            // The base URL is where the app will send signed requests, so only allowed hosts.
-            if !connect.allowlist.allows_url(&payload.base_url) {
-                return Err(Rejection::HostNotAllowed);
-            }
-        }
-        LifecycleEventType::Uninstalled => {
-            let token = token.ok_or(AuthError::MissingToken)?;
-            if connect.allow_legacy_installs && is_hs256(&token) {
-                authenticate_with_tenant_secret(&connect, &token, request, &payload).await?;
-            } else {
-                connect
-                    .installs
-                    .verify(&token, request, &payload.client_key)
-                    .await?;
-            }
-        }
-        LifecycleEventType::Enabled | LifecycleEventType::Disabled => {
-            let token = token.ok_or(AuthError::MissingToken)?;
-            authenticate_with_tenant_secret(&connect, &token, request, &payload).await?;
-        }
+    if kind == LifecycleEventType::Installed {
+        // The base URL is where the app will send signed requests, so only allowed hosts;
+        // what is stored (and published) is the normalised URL that was checked.
+        payload.base_url = connect
+            .allowlist
+            .check_base_url(&payload.base_url)
+            .map_err(|err| {
+                tracing::info!(reason = %err, "install baseUrl refused");
+                Rejection::HostNotAllowed
+            })?;
     }
 
+    // The source is filled in from the stored tenant below: the body's baseUrl of an
+    // `enabled`, `disabled` or `uninstalled` is not what was verified at install.
     let mut envelope = Envelope::new(
         EventKind::Lifecycle(kind),
         &payload.client_key,
-        &payload.base_url,
+        "",
         bytes::Bytes::new(),
     );
-    let known = match kind {
+    // Stamped with the callback's arrival, which is also the event's time: the processors
+    // applying the same event later then agree with what was done here.
+    let stamp = LifecycleStamp::new(envelope.time, &envelope.id);
+    let stored = match kind {
         LifecycleEventType::Installed => app
             .store
-            .record_install(&payload, &envelope.id)
+            .record_install_at(&payload, &stamp, install_mode)
             .await
-            .map(|_| true),
-        _ => app
-            .store
-            .apply_lifecycle(&payload.client_key, kind, &envelope.id)
-            .await
-            .map(|tenant| tenant.is_some()),
+            .map(Some),
+        _ => {
+            app.store
+                .apply_lifecycle_at(&payload.client_key, kind, &stamp)
+                .await
+        }
     }
-    .map_err(|e| Rejection::StoreUnavailable(e.to_string()))?;
+    .map_err(|err| match err {
+        // An unsigned install lost to the tenant (or a concurrent first install) existing.
+        StoreError::AlreadyInstalled => Rejection::Auth(AuthError::MissingToken),
+        err => Rejection::from_store(err),
+    })?;
     if let (LifecycleEventType::Installed, Some(installation)) = (kind, &payload.installation_id) {
         // Connect on Forge: the install names the Forge installation of the same site.
         app.forge
             .link_connect(installation, &payload.client_key)
             .await
-            .map_err(|e| Rejection::StoreUnavailable(e.to_string()))?;
+            .map_err(Rejection::from_store)?;
     }
     connect.secrets.changed(&payload.client_key).await;
-    if !known {
+    let Some(tenant) = stored else {
         // Only a signed uninstall gets here for a tenant this app never stored: nothing
         // to change and nothing for processors to act on.
         tracing::info!(
@@ -108,7 +121,8 @@ pub async fn lifecycle(
             "lifecycle callback for an unknown tenant; nothing to do"
         );
         return Ok(StatusCode::NO_CONTENT.into_response());
-    }
+    };
+    envelope.source = tenant.base_url;
     envelope.data = redact_shared_secret(&raw)
         .map_err(|_| Rejection::MalformedBody("not a lifecycle JSON object".into()))?
         .into();
@@ -116,54 +130,50 @@ pub async fn lifecycle(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A signed install (RS256 by Atlassian). With legacy installs allowed, a first install may
-/// come unsigned and a reinstall signed with the tenant's current secret; a known tenant is
-/// never overwritten by anything else.
-async fn authenticate_install(
-    connect: &ConnectState,
-    token: Option<&str>,
-    request: RequestTarget<'_>,
-    payload: &LifecyclePayload,
-) -> Result<(), Rejection> {
-    match token {
-        Some(token) if connect.allow_legacy_installs && is_hs256(token) => {
-            authenticate_with_tenant_secret(connect, token, request, payload).await
-        }
-        Some(token) => {
-            connect
-                .installs
-                .verify(token, request, &payload.client_key)
-                .await?;
-            Ok(())
-        }
-        None if connect.allow_legacy_installs => {
-            match connect.app.store.get(&payload.client_key).await {
-                Ok(None) => Ok(()),
-                Ok(Some(_)) => Err(AuthError::MissingToken.into()),
-                Err(err) => Err(Rejection::StoreUnavailable(err.to_string())),
-            }
-        }
-        None => Err(AuthError::MissingToken.into()),
-    }
+/// Who signed a lifecycle callback, as far as the token alone tells.
+enum Signer {
+    /// A verified token whose `iss` (the clientKey it speaks for) must be the body's.
+    Tenant(String),
+    /// No token: a legacy first install, which may only create a tenant.
+    Unsigned,
 }
 
-/// HS256 with the stored secret of the tenant the body names.
-async fn authenticate_with_tenant_secret(
+/// `installed` and `uninstalled` are signed installs (RS256 by Atlassian); with legacy
+/// installs allowed, a first install may come unsigned and a reinstall or uninstall HS256
+/// with the tenant's current secret. `enabled` and `disabled` are HS256 with the secret.
+/// Notifications may trail an uninstall (Confluence sends `disabled` and `uninstalled` in
+/// either order), so an uninstalled tenant is still recognised for HS256 callbacks.
+async fn authenticate(
     connect: &ConnectState,
-    token: &str,
+    kind: LifecycleEventType,
+    token: Option<&str>,
     request: RequestTarget<'_>,
-    payload: &LifecyclePayload,
-) -> Result<(), Rejection> {
-    // Notifications may trail an uninstall (Confluence sends `disabled` and `uninstalled`
-    // in either order), so an uninstalled tenant is still recognised here.
-    let (verified, _) = connect
-        .secrets
-        .verify(token, request, Uninstalled::Accept)
-        .await?;
-    if verified.issuer != payload.client_key {
-        return Err(AuthError::IssuerMismatch.into());
-    }
-    Ok(())
+) -> Result<Signer, Rejection> {
+    let signed_install = matches!(
+        kind,
+        LifecycleEventType::Installed | LifecycleEventType::Uninstalled
+    );
+    let issuer = match token {
+        None if kind == LifecycleEventType::Installed && connect.allow_legacy_installs => {
+            return Ok(Signer::Unsigned);
+        }
+        None => return Err(AuthError::MissingToken.into()),
+        Some(token) if signed_install && !(connect.allow_legacy_installs && is_hs256(token)) => {
+            connect
+                .installs
+                .verify_token(token, request)
+                .await?
+                .client_key
+        }
+        Some(token) => {
+            let (verified, _) = connect
+                .secrets
+                .verify(token, request, Uninstalled::Accept)
+                .await?;
+            verified.issuer
+        }
+    };
+    Ok(Signer::Tenant(issuer))
 }
 
 fn is_hs256(token: &str) -> bool {

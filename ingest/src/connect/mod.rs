@@ -30,6 +30,8 @@ pub struct ConnectState {
     pub app: Arc<AppState>,
     pub app_key: String,
     pub allow_legacy_installs: bool,
+    /// Largest lifecycle body read; they are a few KB.
+    pub lifecycle_max_body: usize,
     /// Hosts tenants may live on: an install's `baseUrl` must be one of them.
     pub allowlist: HostAllowlist,
     pub events: Arc<WebhookEvents>,
@@ -39,8 +41,9 @@ pub struct ConnectState {
     pub installs: InstallVerifier,
 }
 
-/// The descriptor, lifecycle and webhook routes, each behind the edge.
-pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers) -> Router {
+/// The descriptor, lifecycle and webhook routes, each behind the edge; lifecycle routes
+/// behind `lifecycle_edge`, a pool of slots of their own.
+pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers, lifecycle_edge: &EdgeLayers) -> Router {
     let events = state.events.clone();
     let webhook_labels = RouteLabels {
         route: "webhook",
@@ -61,7 +64,7 @@ pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers) -> Router {
     for kind in LifecycleEventType::ALL {
         routes = routes.route(
             &lifecycle_path(kind),
-            edge.wrap(
+            lifecycle_edge.wrap(
                 post(move |state, request| lifecycle::lifecycle(kind, state, request)),
                 RouteLabels::fixed(kind.as_str(), kind.as_str()),
             ),

@@ -62,9 +62,9 @@ pub async fn deliver(
         .ok_or_else(|| Rejection::MalformedBody("field `eventType`".into()))?
         .to_string();
 
-    let store_failed = |e: tributary_common::store::StoreError| {
-        ForgeRefusal::from(Rejection::StoreUnavailable(e.to_string()))
-    };
+    // A value the database refuses (a NUL in a claim, say) is the caller's fault, not an outage.
+    let store_failed =
+        |e: tributary_common::store::StoreError| ForgeRefusal::from(Rejection::from_store(e));
     let token = system_token(&parts.headers, forge.token_ttl.as_secs());
     let installation = forge
         .store

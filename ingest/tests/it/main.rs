@@ -2,6 +2,7 @@
 //! loopback install-key server. One test binary, so it links once.
 
 mod broker;
+mod edge;
 mod flow;
 mod forge;
 mod harness;

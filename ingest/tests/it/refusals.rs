@@ -62,7 +62,67 @@ fn cases(known: &Tenant, gone: &Tenant) -> Vec<Case> {
         map.remove("clientKey");
     }
 
+    let mut no_secret = newcomer.lifecycle_body("installed");
+    if let Some(map) = no_secret.as_object_mut() {
+        map.remove("sharedSecret");
+    }
+    let mut nul_client_key = newcomer.lifecycle_body("installed");
+    nul_client_key["clientKey"] = json!("newcomer\u{0}x");
+    let mut nul_enabled = known.lifecycle_body("enabled");
+    nul_enabled["clientKey"] = json!("known\u{0}");
+    let mut long_description = newcomer.lifecycle_body("installed");
+    long_description["description"] = json!("d".repeat(8 * 1024));
+    let from_issuer = |iss: &str| {
+        Token::from_confluence(iss)
+            .for_request("POST", HOOK)
+            .hs256(&known.secret)
+            .expect("sign")
+    };
+
     vec![
+        // Input the database could not hold, or that is absurdly long: the caller's fault.
+        case(
+            "webhook iss with a NUL",
+            hook(&from_issuer(&format!("{}\u{0}", known.client_key))),
+            400,
+            "malformed",
+        ),
+        case(
+            "webhook iss with a control character",
+            hook(&from_issuer("known\u{7}")),
+            400,
+            "malformed",
+        ),
+        case(
+            "webhook iss of 4 KiB",
+            hook(&from_issuer(&"k".repeat(4096))),
+            400,
+            "malformed",
+        ),
+        case(
+            "signed install without sharedSecret",
+            install(no_secret, &good_install_token),
+            400,
+            "malformed_body",
+        ),
+        case(
+            "install clientKey with a NUL",
+            install(nul_client_key, &good_install_token),
+            400,
+            "malformed_body",
+        ),
+        case(
+            "enabled clientKey with a NUL",
+            Raw::post("/lifecycle/enabled", &nul_enabled).token(&known.token("/lifecycle/enabled")),
+            400,
+            "malformed_body",
+        ),
+        case(
+            "install description of 8 KiB",
+            install(long_description, &good_install_token),
+            400,
+            "malformed_body",
+        ),
         // Webhook tokens.
         case(
             "no token",

@@ -128,10 +128,29 @@ impl ApiRequest {
     }
 
     /// The path and query as they go on the wire below the tenant's base path.
+    ///
+    /// Parameters go out sorted by name and then value, and names must be unreserved ASCII:
+    /// then the Java canonical form the request is signed with and the JavaScript one are
+    /// the same string, whichever side checks it.
     pub(crate) fn relative_target(&self) -> Result<String, ConfluenceError> {
         check_path(&self.path)?;
+        if let Some((name, _)) = self.query.iter().find(|(name, _)| {
+            name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        }) {
+            return Err(ConfluenceError::InvalidRequest(format!(
+                "query parameter name `{name}` is not unreserved ASCII"
+            )));
+        }
+        let mut query: Vec<&(String, String)> = self.query.iter().collect();
+        query.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.encode_utf16().cmp(b.1.encode_utf16()))
+        });
         let mut target = self.path.clone();
-        for (i, (name, value)) in self.query.iter().enumerate() {
+        for (i, (name, value)) in query.into_iter().enumerate() {
             target.push(if i == 0 { '?' } else { '&' });
             target.push_str(&segment(name));
             target.push('=');
@@ -204,6 +223,34 @@ mod tests {
         assert_eq!(
             target,
             "/rest/api/content/search?cql=title%20~%20%22caf%C3%A9%2C%20cr%C3%A8me%22&label=a%20b&label=x%2Ay"
+        );
+    }
+
+    #[test]
+    fn both_canonical_forms_agree_on_every_query_sent() {
+        use tributary_common::connect::{CanonicalForm, CanonicalRequest};
+        let target = ApiRequest::get("/rest/api/content")
+            .query("spaceKey", "DEV")
+            .query("expand", "version")
+            .query("expand", "body.storage")
+            .query("expand", "\u{1F600}")
+            .query("expand", "\u{FF21}")
+            .relative_target()
+            .expect("valid");
+        let java = CanonicalRequest::in_form(CanonicalForm::Java, "GET", &target, "");
+        let js = CanonicalRequest::in_form(CanonicalForm::JavaScript, "GET", &target, "");
+        assert_eq!(java.canonical, js.canonical);
+        assert!(
+            ApiRequest::get("/rest/api/content")
+                .query("caf\u{e9}", "x")
+                .relative_target()
+                .is_err()
+        );
+        assert!(
+            ApiRequest::get("/rest/api/content")
+                .query("a/b", "x")
+                .relative_target()
+                .is_err()
         );
     }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tributary_common::connect::token::now_unix;
 use tributary_common::connect::{OutboundToken, RequestTarget};
 
+use super::answer;
 use super::error::{ConfluenceError, excerpt};
 use super::limiter::RateLimitSignal;
 use super::observe::{self, RetryReason};
@@ -277,12 +278,17 @@ impl ConfluenceClient {
         };
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
-        let body = answer.bytes().await;
+        let body = answer::read_capped(answer, answer::MAX_ANSWER_BYTES).await;
         observe::record_attempt(request.method(), Some(status), started.elapsed());
         let retry_after = retry::retry_after(&headers);
         self.limiter
             .observe(status, RateLimitSignal::from_headers(&headers), retry_after);
-        let body = body.map_err(classify)?;
+        let body = body.map_err(|err| match err {
+            answer::ReadError::Transport(err) => classify(err),
+            answer::ReadError::TooLarge(max) => {
+                Failure::Transport(format!("the answer is larger than {max} bytes"))
+            }
+        })?;
         match status {
             200..=299 => Ok(ApiResponse {
                 status,

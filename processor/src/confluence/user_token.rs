@@ -177,10 +177,17 @@ impl UserTokens {
             // The error text names the URL, never the form, so the assertion stays private.
             .map_err(|e| failed(None, e.without_url().to_string()))?;
         let status = answer.status().as_u16();
-        let body = answer
-            .bytes()
+        let body = super::answer::read_capped(answer, super::answer::MAX_TOKEN_ANSWER_BYTES)
             .await
-            .map_err(|e| failed(Some(status), e.without_url().to_string()))?;
+            .map_err(|e| match e {
+                super::answer::ReadError::Transport(e) => {
+                    failed(Some(status), e.without_url().to_string())
+                }
+                super::answer::ReadError::TooLarge(max) => failed(
+                    Some(status),
+                    format!("the answer is larger than {max} bytes"),
+                ),
+            })?;
         if !(200..300).contains(&status) {
             return Err(failed(Some(status), excerpt(&body)));
         }

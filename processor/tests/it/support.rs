@@ -81,12 +81,17 @@ impl Harness {
 
     /// Publishes `envelopes` to the events topic, in order, and waits for every ack.
     pub async fn publish(&self, envelopes: &[Envelope]) {
+        self.publish_to(TOPIC, envelopes).await
+    }
+
+    /// Publishes `envelopes` to `topic`, in order, and waits for every ack.
+    pub async fn publish_to(&self, topic: &str, envelopes: &[Envelope]) {
         let producer = self.producer();
         let sends: Vec<_> = envelopes
             .iter()
             .map(|e| {
                 producer.send(
-                    FutureRecord::to(TOPIC)
+                    FutureRecord::to(topic)
                         .key(e.key())
                         .payload(e.data.as_ref())
                         .headers(envelope_headers(e)),

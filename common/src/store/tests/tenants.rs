@@ -16,6 +16,7 @@ on_both_backends!(
     key_rotation_reencrypts_under_the_new_key,
     migrations_are_idempotent,
     concurrent_installs_of_one_tenant_all_succeed,
+    a_client_key_the_database_cannot_hold_is_the_callers_fault,
 );
 
 async fn tenant_count(db: &Database) -> i64 {
@@ -290,4 +291,17 @@ async fn concurrent_installs_of_one_tenant_all_succeed(db: &Database) {
             .len(),
         8
     );
+}
+
+async fn a_client_key_the_database_cannot_hold_is_the_callers_fault(db: &Database) {
+    let store = TenantStore::new(db.clone(), test_keyring());
+    for client_key in ["nul\0inside", "\0"] {
+        match store.get_with_secret(client_key).await {
+            Ok(found) => assert!(found.is_none(), "no tenant is called {client_key:?}"),
+            Err(err) => {
+                assert!(err.is_caused_by_input(), "{err}");
+                assert!(!err.is_transient(), "{err}");
+            }
+        }
+    }
 }
