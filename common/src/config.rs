@@ -405,8 +405,12 @@ impl Config {
         }
         url("forge_jwks_url", &self.forge_jwks_url)?;
         url("forge_staging_jwks_url", &self.forge_staging_jwks_url)?;
+        // The development hosts that tenant base URLs may use over http (loopback by
+        // default) apply to the Forge API base URL too, for simulated gateways.
         self.parsed.forge_api_hosts = HostAllowlist::new(&self.forge_api_host_allowlist)
-            .map_err(|e| invalid("forge_api_host_allowlist", e))?;
+            .map_err(|e| invalid("forge_api_host_allowlist", e))?
+            .with_development_hosts(&self.tenant_development_hosts)
+            .map_err(|e| invalid("tenant_development_hosts", e))?;
         for event in &self.forge_events {
             if !crate::forge::is_forge_event_name(event) {
                 return Err(invalid(

@@ -167,13 +167,14 @@ impl ForgeVerifier {
         };
         let installation_id = text(app, "installationId")
             .ok_or(ForgeAuthError::MissingClaim("app.installationId"))?;
-        let api_base_url = text(app, "apiBaseUrl")
-            .ok_or(ForgeAuthError::MissingClaim("app.apiBaseUrl"))?
-            .trim_end_matches('/')
-            .to_string();
-        if !self.api_hosts.allows_url(&api_base_url) || has_credentials(&api_base_url) {
-            return Err(ForgeAuthError::ApiHostNotAllowed);
-        }
+        // Checked and normalised as tenant base URLs are: https (http only on development
+        // hosts), no user information, an allowed host and port.
+        let api_base_url = self
+            .api_hosts
+            .check_base_url(
+                &text(app, "apiBaseUrl").ok_or(ForgeAuthError::MissingClaim("app.apiBaseUrl"))?,
+            )
+            .map_err(|_| ForgeAuthError::ApiHostNotAllowed)?;
         let context = claims.get("context").and_then(Value::as_object);
         let cloud_id = context
             .and_then(|c| text(c, "cloudId"))
@@ -202,10 +203,6 @@ impl ForgeVerifier {
             _ => false,
         }
     }
-}
-
-fn has_credentials(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// The cloud id in an API base URL of the form `.../ex/confluence/<cloudId>`.
