@@ -1,8 +1,9 @@
-//! `tributary dev --demo`: a simulated Confluence site in the same process. It installs a
-//! demo tenant through a real signed install (its own RSA key, served by its own key server
-//! the ingest is pointed at), enables it, then sends the webhooks a person editing pages
+//! The simulated Confluence of `tributary dev --demo` and `tributary demo-site`. It installs
+//! demo tenants through real signed installs (its own RSA key, served by its own key server
+//! the ingest is pointed at), enables them, then sends the webhooks people editing pages
 //! would cause; the demo handler calls the simulated REST API back.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,16 +11,60 @@ use backon::{ConstantBuilder, Retryable};
 use serde_json::{Value, json};
 use tributary_common::connect::SharedSecret;
 use tributary_common::shutdown::Shutdown;
-use tributary_devkit::confluence::{Simulator, SimulatorSettings};
+use tributary_devkit::confluence::{BASE_PATH, Simulator, SimulatorSettings};
 use tributary_devkit::{InstallKey, KeyServer, Token};
 
+/// The first demo tenant's clientKey; the others get `-2`, `-3`, ...
 const CLIENT_KEY: &str = "demo-site";
 const SPACE_ID: &str = "98305";
 const SPACE_KEY: &str = "DEMO";
 const USER: &str = "557058:demo-user";
-/// Pause between the scripted webhooks, and between the later ones.
+/// Pause between the scripted webhooks.
 const SCRIPT_PACE: Duration = Duration::from_millis(800);
-const LATER_PACE: Duration = Duration::from_secs(10);
+const PAGES: [(&str, &str); 3] = [
+    ("65601", "Team onboarding"),
+    ("65602", "Release notes 1.0"),
+    ("65603", "Architecture decisions"),
+];
+/// What the steady stream after the script cycles through.
+const STEADY_EVENTS: [&str; 5] = [
+    "page_updated",
+    "page_viewed",
+    "page_created",
+    "comment_created",
+    "label_added",
+];
+
+/// Where the demo serves and how it is reached.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Demo tenants to install (one site each, on the same simulator).
+    pub tenants: usize,
+    pub site_listen: SocketAddr,
+    /// The address the services reach the simulated site at (`http://host:port`, no path);
+    /// by default the address it listens on.
+    pub site_public_url: Option<String>,
+    pub key_server_listen: SocketAddr,
+    /// The address the ingest reaches the key server at; by default the one it listens on.
+    pub key_server_public_url: Option<String>,
+    /// Pause between webhooks once the script is done.
+    pub steady_pace: Duration,
+}
+
+impl DemoOptions {
+    /// One tenant on loopback ports, a webhook every ten seconds after the script.
+    pub fn in_process() -> DemoOptions {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        DemoOptions {
+            tenants: 1,
+            site_listen: loopback,
+            site_public_url: None,
+            key_server_listen: loopback,
+            key_server_public_url: None,
+            steady_pace: Duration::from_secs(10),
+        }
+    }
+}
 
 /// The demo's moving parts, started before the configuration is final: the ingest must
 /// know the key server's and the simulator's addresses.
@@ -27,25 +72,48 @@ pub struct Demo {
     key: InstallKey,
     key_server: String,
     simulator: Simulator,
+    site_url: String,
+    options: DemoOptions,
 }
 
 impl Demo {
-    pub async fn start(app_key: &str, shutdown: Shutdown) -> anyhow::Result<Demo> {
+    pub async fn start(
+        app_key: &str,
+        options: DemoOptions,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Demo> {
         let kid = format!("demo-{}", uuid::Uuid::new_v4().simple());
         let key = tokio::task::spawn_blocking(move || InstallKey::generate(&kid))
             .await
             .context("generating the demo install key")??;
         let key_server =
-            KeyServer::bind(([127, 0, 0, 1], 0).into(), &[(key.kid(), key.public_pem())])
+            KeyServer::bind(options.key_server_listen, &[(key.kid(), key.public_pem())])
                 .await
-                .context("starting the demo install-key server")?;
-        let simulator = Simulator::start(SimulatorSettings::new(app_key), shutdown)
+                .with_context(|| {
+                    format!(
+                        "starting the demo install-key server on {}",
+                        options.key_server_listen
+                    )
+                })?;
+        let listener = tokio::net::TcpListener::bind(options.site_listen)
             .await
+            .with_context(|| format!("listening on {}", options.site_listen))?;
+        let simulator = Simulator::serve(listener, SimulatorSettings::new(app_key), shutdown)
             .context("starting the simulated Confluence")?;
+        let site_url = match &options.site_public_url {
+            Some(url) => format!("{}{BASE_PATH}", url.trim_end_matches('/')),
+            None => simulator.base_url(),
+        };
+        let key_server = match &options.key_server_public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => key_server.url(),
+        };
         Ok(Demo {
             key,
-            key_server: key_server.url(),
+            key_server,
             simulator,
+            site_url,
+            options,
         })
     }
 
@@ -54,13 +122,13 @@ impl Demo {
         &self.key_server
     }
 
-    /// The simulated site's base URL (`http://127.0.0.1:port/wiki`).
+    /// The simulated site's base URL (`http://host:port/wiki`).
     pub fn site_url(&self) -> String {
-        self.simulator.base_url()
+        self.site_url.clone()
     }
 
-    /// Installs the demo tenant at the ingest on `ingest` (a local URL), whose app base URL
-    /// is `audience`, then sends webhooks until `shutdown` fires.
+    /// Installs the demo tenants at the ingest on `ingest`, whose app base URL is
+    /// `audience`, then sends webhooks until `shutdown` fires.
     pub async fn run(
         self,
         ingest: String,
@@ -72,66 +140,85 @@ impl Demo {
             .timeout(Duration::from_secs(10))
             .build()
             .context("building the demo HTTP client")?;
-        let site = Site {
-            http,
-            ingest,
-            secret: SharedSecret::new(format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            )),
-        };
-        let pages = [
-            ("65601", "Team onboarding"),
-            ("65602", "Release notes 1.0"),
-            ("65603", "Architecture decisions"),
-        ];
-        for (id, title) in pages {
-            self.simulator.add_page(CLIENT_KEY, id, SPACE_ID, title);
+        let sites: Vec<Site> = (0..self.options.tenants.max(1))
+            .map(|i| Site {
+                http: http.clone(),
+                ingest: ingest.clone(),
+                client_key: if i == 0 {
+                    CLIENT_KEY.to_string()
+                } else {
+                    format!("{CLIENT_KEY}-{}", i + 1)
+                },
+                secret: SharedSecret::new(format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                )),
+            })
+            .collect();
+        for site in &sites {
+            for (id, title) in PAGES {
+                self.simulator
+                    .add_page(&site.client_key, id, SPACE_ID, title);
+            }
+            self.simulator
+                .register(&site.client_key, site.secret.expose());
+            let install = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                installed = site.install(&self, &audience, &app_key) => installed,
+            };
+            install?;
+            tracing::info!(
+                client_key = %site.client_key, base_url = %self.site_url(),
+                "demo tenant installed through a signed install"
+            );
         }
-        self.simulator.register(CLIENT_KEY, site.secret.expose());
-        let install = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            installed = site.install(&self, &audience, &app_key) => installed,
-        };
-        install?;
-        tracing::info!(
-            client_key = CLIENT_KEY, base_url = %self.site_url(),
-            "demo tenant installed through a signed install"
-        );
 
         let mut script = vec![
-            ("page_created", page(pages[0], 1)),
-            ("page_viewed", page(pages[0], 1)),
-            ("comment_created", comment(pages[0])),
-            ("page_updated", page(pages[0], 2)),
-            ("label_added", label(pages[0])),
-            ("page_created", page(pages[1], 1)),
+            ("page_created", page(PAGES[0], 1)),
+            ("page_viewed", page(PAGES[0], 1)),
+            ("comment_created", comment(PAGES[0])),
+            ("page_updated", page(PAGES[0], 2)),
+            ("label_added", label(PAGES[0])),
+            ("page_created", page(PAGES[1], 1)),
             (
                 "search_performed",
                 json!({ "query": "release", "results": 2 }),
             ),
-            ("page_created", page(pages[2], 1)),
-            ("page_viewed", page(pages[1], 1)),
+            ("page_created", page(PAGES[2], 1)),
+            ("page_viewed", page(PAGES[1], 1)),
         ]
         .into_iter();
-        let mut version = 2;
+        let mut sent: u64 = 0;
         loop {
+            let site = &sites[(sent as usize) % sites.len()];
             let (event, entity) = match script.next() {
                 Some(next) => next,
                 None => {
-                    version += 1;
-                    ("page_updated", page(pages[0], version))
+                    let round = sent / sites.len() as u64;
+                    let on = PAGES[(round as usize) % PAGES.len()];
+                    let event = STEADY_EVENTS[(round as usize) % STEADY_EVENTS.len()];
+                    let entity = match event {
+                        "comment_created" => comment(on),
+                        "label_added" => label(on),
+                        "page_created" | "page_viewed" => page(on, 1),
+                        _ => page(on, 2 + round),
+                    };
+                    (event, entity)
                 }
             };
+            sent += 1;
             match site.webhook(event, entity).await {
-                Ok(status) => tracing::info!(event, status, "demo: Confluence sent a webhook"),
+                Ok(status) => tracing::info!(
+                    event, status, client_key = %site.client_key,
+                    "demo: Confluence sent a webhook"
+                ),
                 Err(error) => tracing::warn!(event, %error, "demo: webhook not delivered"),
             }
             let pace = if !script.as_slice().is_empty() {
                 SCRIPT_PACE
             } else {
-                LATER_PACE
+                self.options.steady_pace
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -145,17 +232,18 @@ impl Demo {
 struct Site {
     http: reqwest::Client,
     ingest: String,
+    client_key: String,
     secret: SharedSecret,
 }
 
 impl Site {
     /// `installed` (RS256, signed as Atlassian signs installs) then `enabled` (HS256), as
     /// Confluence sends them. The ingest may still be starting: connection failures and
-    /// 503s are retried for a while.
+    /// 503s are retried for up to two minutes.
     async fn install(&self, demo: &Demo, audience: &str, app_key: &str) -> anyhow::Result<()> {
         let body = json!({
             "key": app_key,
-            "clientKey": CLIENT_KEY,
+            "clientKey": self.client_key,
             "sharedSecret": self.secret.expose(),
             "baseUrl": demo.site_url(),
             "displayUrl": demo.site_url(),
@@ -170,7 +258,7 @@ impl Site {
             let token = demo
                 .key
                 .sign(
-                    &Token::signed_install(CLIENT_KEY, audience)
+                    &Token::signed_install(&self.client_key, audience)
                         .claim("sub", USER)
                         .for_request("POST", path),
                 )
@@ -181,7 +269,7 @@ impl Site {
             .retry(
                 ConstantBuilder::default()
                     .with_delay(Duration::from_millis(250))
-                    .with_max_times(120),
+                    .with_max_times(480),
             )
             .when(|error: &PostError| error.worth_retrying)
             .await?;
@@ -216,7 +304,7 @@ impl Site {
 
     /// A token as Confluence signs webhooks and `enabled`: HS256 with the shared secret.
     fn hs256(&self, path: &str) -> anyhow::Result<String> {
-        Ok(Token::from_confluence(CLIENT_KEY)
+        Ok(Token::from_confluence(&self.client_key)
             .claim("sub", USER)
             .for_request("POST", path)
             .hs256(self.secret.expose())?)

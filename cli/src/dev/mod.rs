@@ -2,9 +2,9 @@
 //! SQLite file unless `TRIBUTARY_KAFKA_BROKERS` / `TRIBUTARY_DATABASE_URL` name real ones,
 //! with a simulated Confluence on `--demo`.
 
-mod demo;
-mod handler;
-mod settings;
+pub(crate) mod demo;
+pub(crate) mod handler;
+pub(crate) mod settings;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -19,7 +19,7 @@ use tributary_common::telemetry;
 use tributary_devkit::EmbeddedKafka;
 use tributary_processor::Processor;
 
-use demo::Demo;
+use demo::{Demo, DemoOptions};
 use settings::DevSettings;
 
 /// Partitions of each topic on the embedded broker.
@@ -45,7 +45,7 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let draft = settings.load()?;
     telemetry::init_tracing(&draft.log_format);
     let mut notes = Vec::new();
-    if !settings.is_explicit("secret_key") {
+    if !settings.is_explicit("secret_key") && !settings.is_explicit("secret_key_file") {
         let path = settings::key_file_for(&draft.database_url.0);
         let (key, generated) = settings::read_or_generate_key(&path)?;
         settings.set("secret_key", key);
@@ -69,7 +69,7 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
         settings.set("app_base_url", url.trim_end_matches('/'));
     }
     let demo = if args.demo {
-        let demo = Demo::start(&draft.app_key, shutdown.clone()).await?;
+        let demo = Demo::start(&draft.app_key, DemoOptions::in_process(), shutdown.clone()).await?;
         let mut key_servers = vec![demo.key_server_url().to_string()];
         key_servers.extend(draft.install_keys_url.iter().cloned());
         settings.set("install_keys_url", key_servers.join(","));
@@ -109,7 +109,7 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
         .on_named(
             handler::NAME,
             handler::PATTERN,
-            handler::demo_handler(args.demo),
+            handler::demo_handler(args.demo, None),
         )
         .build()
         .await?;
