@@ -77,11 +77,13 @@ impl TestBroker {
     pub fn real(bootstrap: &str) -> TestBroker {
         wait_until_serving(bootstrap, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("the broker at {bootstrap} does not serve: {e}"));
+        let prefix = format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        println!("broker: the real broker at {bootstrap}, topics and groups prefixed {prefix}");
         TestBroker {
             kind: Kind::Real {
                 bootstrap: bootstrap.to_string(),
             },
-            prefix: format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+            prefix,
         }
     }
 
