@@ -3,7 +3,9 @@
 # Stages: `chef` has the toolchain and cargo-chef; `planner` turns the manifests into a
 # recipe; `build` compiles the dependencies from the recipe alone (a layer that stays cached
 # until Cargo.toml or Cargo.lock change), then the workspace; `runtime` is a slim Debian
-# with the binaries, running as an unprivileged user.
+# with the binaries, running as an unprivileged user. /var/lib/tributary/keys belongs to that
+# user so that a fresh named volume mounted there (the compose stack's development key) does
+# too.
 
 FROM rust:1.95-slim-trixie AS chef
 # librdkafka is built from source by rdkafka-sys: it needs a C toolchain, make and perl.
@@ -31,7 +33,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 tributary \
-    && useradd --system --uid 10001 --gid tributary --no-create-home --shell /usr/sbin/nologin tributary
+    && useradd --system --uid 10001 --gid tributary --no-create-home --shell /usr/sbin/nologin tributary \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/tributary/keys
 COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
 ENV TRIBUTARY_INGEST_LISTEN=0.0.0.0:8080 \

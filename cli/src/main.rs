@@ -1,7 +1,10 @@
 //! `tributary`: operator and developer commands.
 
 mod baseline;
+mod demo_app;
+mod demo_site;
 mod dev;
+mod dev_key;
 mod dlq;
 mod embedded_broker;
 mod loadgen;
@@ -65,6 +68,14 @@ enum Command {
         #[arg(long, default_value = ".dlq")]
         dlq_suffix: String,
     },
+    /// A simulated Confluence that installs demo tenants at a running ingest and sends them a
+    /// steady stream of webhooks (the compose stack's demo profile).
+    DemoSite(demo_site::DemoSiteArgs),
+    /// A processor running the demo handler, calling the simulated Confluence back.
+    DemoApp(demo_app::DemoAppArgs),
+    /// Make a development secret key in FILE once (the first run of `docker compose up`);
+    /// nothing to do when TRIBUTARY_SECRET_KEY is set.
+    DevKey { file: PathBuf },
     /// Exit 0 when URL answers 2xx (container health checks).
     Probe {
         url: String,
@@ -114,6 +125,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dlq_suffix,
         } => return embedded_broker::run(&topics, partitions, &dlq_suffix).await,
         Command::Dev(args) => return dev::run(args, cli.config.as_deref()).await,
+        Command::DemoSite(args) => return demo_site::run(args).await,
+        Command::DevKey { file } => {
+            return dev_key::run(
+                &file,
+                &std::env::var("TRIBUTARY_SECRET_KEY").unwrap_or_default(),
+            );
+        }
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
@@ -130,12 +148,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forge {
             command: ForgeCommand::Manifest,
         } => print!("{}", tributary_ingest::forge::manifest::manifest(&config)),
+        Command::DemoApp(args) => demo_app::run(args, config).await?,
         Command::Dlq { command } => dlq::run(&config, command).await?,
         Command::Probe { .. }
         | Command::Loadgen(_)
         | Command::BaselineServer { .. }
         | Command::EmbeddedBroker { .. }
-        | Command::Dev(_) => {}
+        | Command::Dev(_)
+        | Command::DemoSite(_)
+        | Command::DevKey { .. } => {}
         Command::Tenants { command } => {
             let db = store::connect(&config)
                 .await

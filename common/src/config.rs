@@ -77,6 +77,7 @@ pub struct Config {
     pub app_scopes: Vec<String>,
 
     pub secret_key: Redacted,
+    pub secret_key_file: String,
     pub secret_keys_previous: Vec<Redacted>,
 
     pub install_keys_url: Vec<String>,
@@ -264,6 +265,21 @@ impl Config {
         }
         self.parsed.regions = regions;
 
+        if self.secret_key.0.is_empty() && !self.secret_key_file.is_empty() {
+            let text = std::fs::read_to_string(&self.secret_key_file).map_err(|e| {
+                invalid(
+                    "secret_key_file",
+                    format!("cannot read `{}`: {e}", self.secret_key_file),
+                )
+            })?;
+            self.secret_key = Redacted(text.trim().to_string());
+            if self.secret_key.0.is_empty() {
+                return Err(invalid(
+                    "secret_key_file",
+                    format!("`{}` is empty", self.secret_key_file),
+                ));
+            }
+        }
         let keyring = if self.secret_key.0.is_empty() {
             if !self.secret_keys_previous.is_empty() {
                 return Err(invalid(

@@ -21,7 +21,7 @@ pub mod token;
 pub use install_keys::{
     INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, INSTALL_PUB_2, InstallKey, KeyServer,
 };
-pub use kafka::{EmbeddedKafka, MockKafka};
+pub use kafka::{EmbeddedKafka, MockKafka, TestBroker};
 pub use pg_cluster::{PgCluster, free_port};
 pub use postgres::{TestDatabase, admin_database_url, replace_database};
 pub use secret_key::{TEST_SECRET_KEY, test_keyring, test_secret_key_base64};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tributary_devkit::harness::Delivery;
+use tributary_devkit::harness::{Delivery, skip_without_fault_injection};
 use tributary_tests::verdict::{comment_calls, judge};
 use tributary_tests::world::{self, start_processor, tenant_lists, wait_handled};
 
@@ -22,6 +22,9 @@ const KILLS: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_event_is_lost_under_chaos() {
+    if skip_without_fault_injection("no_acknowledged_event_is_lost_under_chaos") {
+        return;
+    }
     let world = world::start(6).await;
     let ingest = Arc::new(
         world

@@ -29,25 +29,59 @@ fn tool(name: &str, package: &str) -> Command {
     Command::new(name)
 }
 
-/// The compose file as `docker-compose config` resolves it (anchors, merges, variables).
-fn resolved_compose() -> Value {
-    let out = tool("docker-compose", "docker-compose")
+/// `docker-compose config` on the compose file with only `env` in its environment and an
+/// empty env file, so no `.env` of the working copy and no variable of the caller counts.
+fn compose_config(profile: Option<&str>, env: &[(&str, &str)]) -> Result<Value, String> {
+    let empty_env_file = std::env::temp_dir().join(format!(
+        "tributary-compose-{}.env",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&empty_env_file, "").expect("write an empty env file");
+    let mut command = tool("docker-compose", "docker-compose");
+    command
         .current_dir(root())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .arg("--env-file")
+        .arg(&empty_env_file);
+    if let Some(profile) = profile {
+        command.args(["--profile", profile]);
+    }
+    let out = command
         .args(["-f", "docker-compose.yml", "config"])
-        .env("TRIBUTARY_APP_KEY", "com.example.compose-check")
-        .env("TRIBUTARY_APP_BASE_URL", "https://tunnel.example.com")
-        .env(
-            "TRIBUTARY_SECRET_KEY",
-            tributary_devkit::test_secret_key_base64(),
-        )
         .output()
         .expect("docker-compose runs");
-    assert!(
-        out.status.success(),
-        "docker-compose config refused the file: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_norway::from_slice(&out.stdout).expect("docker-compose prints YAML")
+    let _ = std::fs::remove_file(&empty_env_file);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_norway::from_slice(&out.stdout).expect("docker-compose prints YAML"))
+}
+
+/// The values of `.env.example`, with a real secret key filled in: a deployment's `.env`.
+fn filled_in_env_example() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join(".env.example")).expect(".env.example");
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| {
+            let value = if k == "TRIBUTARY_SECRET_KEY" && v.is_empty() {
+                tributary_devkit::test_secret_key_base64()
+            } else {
+                v.to_string()
+            };
+            (k.to_string(), value)
+        })
+        .collect()
+}
+
+/// The compose file as a filled-in `.env` resolves it (anchors, merges, variables).
+fn resolved_compose() -> Value {
+    let env = filled_in_env_example();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    compose_config(None, &pairs)
+        .unwrap_or_else(|e| panic!("docker-compose config refused the file: {e}"))
 }
 
 fn services(compose: &Value) -> BTreeMap<String, Value> {
@@ -81,22 +115,238 @@ fn is_tributary(service: &Value) -> bool {
     service["image"].as_str() == Some("tributary:local")
 }
 
+fn env_value(service: &Value, name: &str) -> Option<String> {
+    environment(service)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+fn command_args(service: &Value) -> Vec<String> {
+    service["command"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The value of `--name=value` in a service's command.
+fn flag(service: &Value, name: &str) -> Option<String> {
+    let prefix = format!("--{name}=");
+    command_args(service)
+        .iter()
+        .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// `source:target` named-volume mounts of a service.
+fn mounts(service: &Value) -> Vec<(String, String)> {
+    service["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let mut parts = v.as_str()?.split(':');
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
 #[test]
-fn docker_compose_accepts_the_stack_and_fails_without_the_secret_key() {
-    resolved_compose();
-    let out = tool("docker-compose", "docker-compose")
-        .current_dir(root())
-        .args(["-f", "docker-compose.yml", "config"])
-        .env_remove("TRIBUTARY_SECRET_KEY")
-        .env("TRIBUTARY_APP_KEY", "x")
-        .env("TRIBUTARY_APP_BASE_URL", "https://x.example.com")
-        .output()
-        .expect("docker-compose runs");
-    assert!(
-        !out.status.success(),
-        "a missing secret key must stop compose"
+fn docker_compose_accepts_the_stack_with_no_env_and_runs_on_development_defaults() {
+    let compose = compose_config(None, &[])
+        .unwrap_or_else(|e| panic!("docker-compose config needs nothing set: {e}"));
+    let services = services(&compose);
+    let defaults = Config::defaults().expect("defaults");
+    let ingest = &services["ingest"];
+    assert_eq!(
+        env_value(ingest, "TRIBUTARY_APP_KEY"),
+        Some(defaults.app_key.clone())
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TRIBUTARY_SECRET_KEY"));
+    assert_eq!(
+        env_value(ingest, "TRIBUTARY_APP_BASE_URL"),
+        Some(defaults.app_base_url.clone())
+    );
+    assert_eq!(
+        env_value(ingest, "TRIBUTARY_SECRET_KEY").as_deref(),
+        Some("")
+    );
+
+    // The one-shot writes the key where every service reads it: the same file, on the same
+    // named volume, and the services wait for it.
+    let key_file = env_value(ingest, "TRIBUTARY_SECRET_KEY_FILE").expect("a key file");
+    let init = &services["dev-key"];
+    assert!(
+        command_args(init).contains(&key_file),
+        "dev-key writes {key_file}"
+    );
+    let volume_of = |service: &Value| {
+        mounts(service)
+            .into_iter()
+            .find(|(_, target)| key_file.starts_with(target.as_str()))
+            .map(|(source, _)| source)
+    };
+    let key_volume = volume_of(init).expect("dev-key mounts a volume for the key");
+    for name in ["migrate", "ingest", "processor", "demo-app"] {
+        let service = &services[name];
+        assert_eq!(
+            env_value(service, "TRIBUTARY_SECRET_KEY_FILE"),
+            Some(key_file.clone())
+        );
+        assert_eq!(
+            volume_of(service),
+            Some(key_volume.clone()),
+            "{name} mounts the key"
+        );
+        assert_eq!(
+            service["depends_on"]["dev-key"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{name} waits for the key"
+        );
+    }
+
+    // What dev-key does, run here: a loud development key, then the services' settings load
+    // with it as they are.
+    let dir = std::env::temp_dir().join(format!("tributary-dev-key-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("key dir");
+    let file = dir.join("secret-key");
+    let path = file.display().to_string();
+    let out = tributary_devkit::harness::run("tributary", &["dev-key", &path], &[]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("GENERATED") && said.contains("DEVELOPMENT key"),
+        "{said}"
+    );
+    assert!(
+        said.contains("TRIBUTARY_SECRET_KEY"),
+        "says how to set a real one: {said}"
+    );
+    let again = tributary_devkit::harness::run("tributary", &["dev-key", &path], &[]);
+    assert!(
+        !String::from_utf8_lossy(&again.stdout).contains("GENERATED"),
+        "made once"
+    );
+    for name in ["migrate", "ingest", "processor"] {
+        let mut env = environment(&services[name]);
+        for (key, value) in env.iter_mut() {
+            if key == "TRIBUTARY_SECRET_KEY_FILE" {
+                *value = path.clone();
+            }
+        }
+        let config = Config::load_from(None, env)
+            .unwrap_or_else(|e| panic!("{name}: its development settings do not load: {e}"));
+        config
+            .secret_keyring()
+            .expect("the development key is read");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_demo_profile_adds_a_simulated_confluence_the_ingest_trusts() {
+    let compose = compose_config(Some("demo"), &[])
+        .unwrap_or_else(|e| panic!("docker-compose config refused the demo profile: {e}"));
+    let services = services(&compose);
+    for (name, service) in &services {
+        let profiles = serde_norway::to_string(&service["profiles"]).unwrap_or_default();
+        if name.starts_with("demo-") {
+            assert!(profiles.contains("demo"), "{name} is in the demo profile");
+        } else {
+            assert!(!profiles.contains("demo"), "{name} runs without a profile");
+        }
+    }
+    let site = &services["demo-site"];
+    let public = flag(site, "public-url").expect("demo-site --public-url");
+    let site_host = url::Url::parse(&public)
+        .expect("a URL")
+        .host_str()
+        .expect("a host")
+        .to_string();
+    assert!(
+        services.contains_key(&site_host),
+        "{site_host} is the demo-site service"
+    );
+    let key_port = flag(site, "key-server-listen")
+        .and_then(|l| l.rsplit_once(':').map(|(_, p)| p.to_string()))
+        .expect("demo-site --key-server-listen");
+    let ingest = Config::load_from(
+        None,
+        environment(&services["ingest"]).into_iter().chain([(
+            "TRIBUTARY_SECRET_KEY".to_string(),
+            tributary_devkit::test_secret_key_base64(),
+        )]),
+    )
+    .expect("ingest settings");
+    assert!(
+        ingest
+            .install_keys_url
+            .contains(&format!("http://{site_host}:{key_port}")),
+        "the ingest trusts the demo key server: {:?}",
+        ingest.install_keys_url
+    );
+    assert!(
+        ingest.tenant_allowlist().allows(&site_host),
+        "demo tenants are allowed"
+    );
+    assert!(flag(site, "ingest").is_some_and(|u| u.starts_with("http://ingest:8080")));
+    assert_eq!(
+        env_value(site, "TRIBUTARY_APP_BASE_URL"),
+        Some(ingest.app_base_url.clone()),
+        "installs are signed for the ingest's audience"
+    );
+    let app = &services["demo-app"];
+    assert_eq!(flag(app, "site-host"), Some(site_host));
+    let group = env_value(app, "TRIBUTARY_PROCESSOR_GROUP_ID");
+    assert!(
+        group.is_some()
+            && group != env_value(&services["processor"], "TRIBUTARY_PROCESSOR_GROUP_ID"),
+        "the demo app consumes in a group of its own"
+    );
+}
+
+#[test]
+fn a_filled_in_env_file_replaces_every_development_default() {
+    let env = filled_in_env_example();
+    let compose = resolved_compose();
+    let services = services(&compose);
+    let ingest = Config::load_from(None, environment(&services["ingest"])).expect("loads");
+    let given = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!(".env.example sets {name}"))
+    };
+    assert_eq!(ingest.app_base_url, given("TRIBUTARY_APP_BASE_URL"));
+    assert_eq!(
+        ingest.install_keys_url,
+        vec![given("TRIBUTARY_INSTALL_KEYS_URL")]
+    );
+    assert_eq!(
+        ingest.tenant_host_allowlist,
+        vec![given("TRIBUTARY_TENANT_HOST_ALLOWLIST")]
+    );
+    assert!(!ingest.tenant_allowlist().allows("demo-site"));
+    assert!(
+        ingest.secret_keyring().is_ok(),
+        "the given key, no file needed"
+    );
+    // The one-shot leaves the volume alone when a key is given.
+    let dir = std::env::temp_dir().join(format!("tributary-dev-key-{}", uuid::Uuid::new_v4()));
+    let file = dir.join("secret-key");
+    let key = given("TRIBUTARY_SECRET_KEY");
+    let out = tributary_devkit::harness::run(
+        "tributary",
+        &["dev-key", &file.display().to_string()],
+        &[("TRIBUTARY_SECRET_KEY", &key)],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TRIBUTARY_SECRET_KEY is set"));
+    assert!(!file.exists(), "no development key is made");
 }
 
 #[test]
@@ -108,6 +358,7 @@ fn every_tributary_service_is_wired_to_what_exists() {
         "postgres",
         "kafka",
         "kafka-topics",
+        "dev-key",
         "migrate",
         "ingest",
         "processor",
@@ -125,7 +376,7 @@ fn every_tributary_service_is_wired_to_what_exists() {
         })
         .unwrap_or_default();
 
-    let mut tributary_services = 0;
+    let (mut tributary_services, mut tributary_images) = (0, 0);
     for (name, service) in &services {
         for dependency in service["depends_on"]
             .as_mapping()
@@ -156,8 +407,13 @@ fn every_tributary_service_is_wired_to_what_exists() {
         if !is_tributary(service) {
             continue;
         }
-        tributary_services += 1;
+        tributary_images += 1;
         let env = environment(service);
+        // The one-shot key maker and the simulated Confluence read no service settings.
+        if !env.iter().any(|(k, _)| k == "TRIBUTARY_DATABASE_URL") {
+            continue;
+        }
+        tributary_services += 1;
         // The settings must load exactly as the service would load them.
         let config = Config::load_from(None, env.clone())
             .unwrap_or_else(|e| panic!("{name}: its environment does not load: {e}"));
@@ -232,8 +488,12 @@ fn every_tributary_service_is_wired_to_what_exists() {
         }
     }
     assert_eq!(
-        tributary_services, 3,
-        "migrate, ingest and processor run the Tributary image"
+        tributary_services, 4,
+        "migrate, ingest, processor and demo-app run on the Tributary settings"
+    );
+    assert_eq!(
+        tributary_images, 6,
+        "and dev-key and demo-site on the image too"
     );
 }
 

@@ -1,10 +1,12 @@
-//! `tributary dev --demo`: a simulated Confluence site in the same process. It installs a
-//! demo tenant through a real signed install (its own RSA key, served by its own key server
-//! the ingest is pointed at), enables it, then sends the webhooks a person editing pages
-//! would cause; the demo handler calls the simulated REST API back. Beside it, a Forge
-//! installation on a site of its own: its own JWKS, signed invocation tokens, `avi:`
-//! events, and the simulated API gateway the handler calls back with the system token.
+//! The simulated Confluence of `tributary dev --demo` and `tributary demo-site`. It installs
+//! demo tenants through real signed installs (its own RSA key, served by its own key server
+//! the ingest is pointed at), enables them, then sends the webhooks people editing pages
+//! would cause; the demo handler calls the simulated REST API back. With a Forge app id, a
+//! Forge installation beside them on a site of its own: its own JWKS, signed invocation
+//! tokens, `avi:` events, and the simulated API gateway the handler calls back with the
+//! system token.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,19 +15,66 @@ use serde_json::{Value, json};
 use tributary_common::connect::SharedSecret;
 use tributary_common::shutdown::Shutdown;
 use tributary_common::store::site_tenant_key;
-use tributary_devkit::confluence::{Simulator, SimulatorSettings};
+use tributary_devkit::confluence::{BASE_PATH, Simulator, SimulatorSettings};
 use tributary_devkit::forge::{ForgeInstallation, JwksServer};
 use tributary_devkit::{InstallKey, KeyServer, Token};
 
+/// The first demo tenant's clientKey; the others get `-2`, `-3`, ...
 const CLIENT_KEY: &str = "demo-site";
 const SPACE_ID: &str = "98305";
 const SPACE_KEY: &str = "DEMO";
 const USER: &str = "557058:demo-user";
-/// Pause between the scripted webhooks, and between the later ones.
+/// Pause between the scripted webhooks.
 const SCRIPT_PACE: Duration = Duration::from_millis(800);
-const LATER_PACE: Duration = Duration::from_secs(10);
-/// The Forge app the demo plays, unless `forge_app_id` is set.
+const PAGES: [(&str, &str); 3] = [
+    ("65601", "Team onboarding"),
+    ("65602", "Release notes 1.0"),
+    ("65603", "Architecture decisions"),
+];
+/// The Forge app `tributary dev --demo` plays, unless `forge_app_id` is set.
 pub const DEMO_FORGE_APP_ID: &str = "ari:cloud:ecosystem::app/7d3e0c51-1f0a-4b6e-9d8c-0000000de4f0";
+/// What the steady stream after the script cycles through.
+const STEADY_EVENTS: [&str; 5] = [
+    "page_updated",
+    "page_viewed",
+    "page_created",
+    "comment_created",
+    "label_added",
+];
+
+/// Where the demo serves and how it is reached.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Demo tenants to install (one site each, on the same simulator).
+    pub tenants: usize,
+    pub site_listen: SocketAddr,
+    /// The address the services reach the simulated site at (`http://host:port`, no path);
+    /// by default the address it listens on.
+    pub site_public_url: Option<String>,
+    pub key_server_listen: SocketAddr,
+    /// The address the ingest reaches the key server at; by default the one it listens on.
+    pub key_server_public_url: Option<String>,
+    /// Pause between webhooks once the script is done.
+    pub steady_pace: Duration,
+    /// The Forge app to play a Forge installation of (its JWKS on loopback); none without.
+    pub forge_app_id: Option<String>,
+}
+
+impl DemoOptions {
+    /// One tenant on loopback ports, a webhook every ten seconds after the script.
+    pub fn in_process() -> DemoOptions {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        DemoOptions {
+            tenants: 1,
+            site_listen: loopback,
+            site_public_url: None,
+            key_server_listen: loopback,
+            key_server_public_url: None,
+            steady_pace: Duration::from_secs(10),
+            forge_app_id: None,
+        }
+    }
+}
 
 /// The demo's moving parts, started before the configuration is final: the ingest must
 /// know the key server's and the simulator's addresses.
@@ -33,54 +82,60 @@ pub struct Demo {
     key: InstallKey,
     key_server: String,
     simulator: Simulator,
-    forge: ForgeInstallation,
-    jwks: JwksServer,
+    site_url: String,
+    options: DemoOptions,
+    forge: Option<(ForgeInstallation, JwksServer)>,
 }
 
 impl Demo {
     pub async fn start(
         app_key: &str,
-        forge_app_id: &str,
+        options: DemoOptions,
         shutdown: Shutdown,
     ) -> anyhow::Result<Demo> {
         let kid = format!("demo-{}", uuid::Uuid::new_v4().simple());
         let key = tokio::task::spawn_blocking(move || InstallKey::generate(&kid))
             .await
             .context("generating the demo install key")??;
-        let fit_kid = format!(
-            "forge/invocation-token/demo-{}",
-            uuid::Uuid::new_v4().simple()
-        );
-        let fit_key = tokio::task::spawn_blocking(move || InstallKey::generate(&fit_kid))
-            .await
-            .context("generating the demo Forge key")??;
-        let jwks = JwksServer::bind(([127, 0, 0, 1], 0).into(), &[&fit_key])
-            .await
-            .context("starting the demo JWKS server")?;
         let key_server =
-            KeyServer::bind(([127, 0, 0, 1], 0).into(), &[(key.kid(), key.public_pem())])
+            KeyServer::bind(options.key_server_listen, &[(key.kid(), key.public_pem())])
                 .await
-                .context("starting the demo install-key server")?;
-        let simulator = Simulator::start(SimulatorSettings::new(app_key), shutdown)
+                .with_context(|| {
+                    format!(
+                        "starting the demo install-key server on {}",
+                        options.key_server_listen
+                    )
+                })?;
+        let listener = tokio::net::TcpListener::bind(options.site_listen)
             .await
+            .with_context(|| format!("listening on {}", options.site_listen))?;
+        let simulator = Simulator::serve(listener, SimulatorSettings::new(app_key), shutdown)
             .context("starting the simulated Confluence")?;
-        let forge = ForgeInstallation::new(
-            &tributary_common::forge::app_ari(forge_app_id),
-            &simulator.forge_api_origin(),
-            fit_key,
-        );
+        let forge = match &options.forge_app_id {
+            Some(app_id) => Some(start_forge(app_id, &simulator).await?),
+            None => None,
+        };
+        let site_url = match &options.site_public_url {
+            Some(url) => format!("{}{BASE_PATH}", url.trim_end_matches('/')),
+            None => simulator.base_url(),
+        };
+        let key_server = match &options.key_server_public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => key_server.url(),
+        };
         Ok(Demo {
             key,
-            key_server: key_server.url(),
+            key_server,
             simulator,
+            site_url,
+            options,
             forge,
-            jwks,
         })
     }
 
-    /// The JWKS the ingest verifies the demo's invocation tokens with.
-    pub fn jwks_url(&self) -> String {
-        self.jwks.url()
+    /// The JWKS the ingest verifies the demo's invocation tokens with, when it plays Forge.
+    pub fn jwks_url(&self) -> Option<String> {
+        self.forge.as_ref().map(|(_, jwks)| jwks.url())
     }
 
     /// The install-key server to put first in `install_keys_url`.
@@ -88,13 +143,13 @@ impl Demo {
         &self.key_server
     }
 
-    /// The simulated site's base URL (`http://127.0.0.1:port/wiki`).
+    /// The simulated site's base URL (`http://host:port/wiki`).
     pub fn site_url(&self) -> String {
-        self.simulator.base_url()
+        self.site_url.clone()
     }
 
-    /// Installs the demo tenant at the ingest on `ingest` (a local URL), whose app base URL
-    /// is `audience`, then sends webhooks until `shutdown` fires.
+    /// Installs the demo tenants at the ingest on `ingest`, whose app base URL is
+    /// `audience`, then sends webhooks until `shutdown` fires.
     pub async fn run(
         self,
         ingest: String,
@@ -106,80 +161,103 @@ impl Demo {
             .timeout(Duration::from_secs(10))
             .build()
             .context("building the demo HTTP client")?;
-        let site = Site {
-            http,
-            ingest,
-            secret: SharedSecret::new(format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            )),
-        };
-        let pages = [
-            ("65601", "Team onboarding"),
-            ("65602", "Release notes 1.0"),
-            ("65603", "Architecture decisions"),
-        ];
-        for (id, title) in pages {
-            self.simulator.add_page(CLIENT_KEY, id, SPACE_ID, title);
+        let sites: Vec<Site> = (0..self.options.tenants.max(1))
+            .map(|i| Site {
+                http: http.clone(),
+                ingest: ingest.clone(),
+                client_key: if i == 0 {
+                    CLIENT_KEY.to_string()
+                } else {
+                    format!("{CLIENT_KEY}-{}", i + 1)
+                },
+                secret: SharedSecret::new(format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                )),
+            })
+            .collect();
+        for site in &sites {
+            for (id, title) in PAGES {
+                self.simulator
+                    .add_page(&site.client_key, id, SPACE_ID, title);
+            }
+            self.simulator
+                .register(&site.client_key, site.secret.expose());
+            let install = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                installed = site.install(&self, &audience, &app_key) => installed,
+            };
+            install?;
+            tracing::info!(
+                client_key = %site.client_key, base_url = %self.site_url(),
+                "demo tenant installed through a signed install"
+            );
         }
-        self.simulator.register(CLIENT_KEY, site.secret.expose());
-        let install = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            installed = site.install(&self, &audience, &app_key) => installed,
-        };
-        install?;
-        tracing::info!(
-            client_key = CLIENT_KEY, base_url = %self.site_url(),
-            "demo tenant installed through a signed install"
-        );
-        let forge_site = ForgeSite::new(&self, &site);
-        forge_site
-            .deliver(&self.forge.lifecycle_event("avi:forge:installed:app"))
-            .await;
+        let forge_site = self
+            .forge
+            .as_ref()
+            .map(|(installation, _)| ForgeSite::new(&self, installation, &http, &ingest));
+        if let Some(forge_site) = &forge_site {
+            forge_site
+                .deliver_lifecycle("avi:forge:installed:app")
+                .await;
+        }
 
         let mut script = vec![
-            ("page_created", page(pages[0], 1)),
-            ("page_viewed", page(pages[0], 1)),
-            ("comment_created", comment(pages[0])),
-            ("page_updated", page(pages[0], 2)),
-            ("label_added", label(pages[0])),
-            ("page_created", page(pages[1], 1)),
+            ("page_created", page(PAGES[0], 1)),
+            ("page_viewed", page(PAGES[0], 1)),
+            ("comment_created", comment(PAGES[0])),
+            ("page_updated", page(PAGES[0], 2)),
+            ("label_added", label(PAGES[0])),
+            ("page_created", page(PAGES[1], 1)),
             (
                 "search_performed",
                 json!({ "query": "release", "results": 2 }),
             ),
-            ("page_created", page(pages[2], 1)),
-            ("page_viewed", page(pages[1], 1)),
+            ("page_created", page(PAGES[2], 1)),
+            ("page_viewed", page(PAGES[1], 1)),
         ]
         .into_iter();
-        let mut version = 2;
+        let mut sent: u64 = 0;
         loop {
+            let site = &sites[(sent as usize) % sites.len()];
             let (event, entity) = match script.next() {
                 Some(next) => next,
                 None => {
-                    version += 1;
-                    ("page_updated", page(pages[0], version))
+                    let round = sent / sites.len() as u64;
+                    let on = PAGES[(round as usize) % PAGES.len()];
+                    let event = STEADY_EVENTS[(round as usize) % STEADY_EVENTS.len()];
+                    let entity = match event {
+                        "comment_created" => comment(on),
+                        "label_added" => label(on),
+                        "page_created" | "page_viewed" => page(on, 1),
+                        _ => page(on, 2 + round),
+                    };
+                    (event, entity)
                 }
             };
+            sent += 1;
             match site.webhook(event, entity).await {
-                Ok(status) => tracing::info!(event, status, "demo: Confluence sent a webhook"),
+                Ok(status) => tracing::info!(
+                    event, status, client_key = %site.client_key,
+                    "demo: Confluence sent a webhook"
+                ),
                 Err(error) => tracing::warn!(event, %error, "demo: webhook not delivered"),
             }
             // The Forge site mirrors the page events, in Forge's names and shapes.
-            if let Some(forge_event) = tributary_common::forge::forge_names_of(event)
-                .next()
-                .filter(|_| event.starts_with("page_"))
-            {
-                let (id, title) = FORGE_PAGES[version as usize % FORGE_PAGES.len()];
-                forge_site
-                    .deliver(&self.forge.content_event(forge_event, "page", id, title))
-                    .await;
+            if let (Some(forge_site), Some(forge_event)) = (
+                &forge_site,
+                tributary_common::forge::forge_names_of(event)
+                    .next()
+                    .filter(|_| event.starts_with("page_")),
+            ) {
+                forge_site.deliver_page(forge_event, sent).await;
             }
             let pace = if !script.as_slice().is_empty() {
                 SCRIPT_PACE
             } else {
-                LATER_PACE
+                self.options.steady_pace
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -195,17 +273,45 @@ const FORGE_PAGES: [(&str, &str); 2] = [
     ("75602", "Forge: runbook"),
 ];
 
+/// The demo Forge key, its JWKS on loopback, and the installation on a site the simulator
+/// serves through its API gateway.
+async fn start_forge(
+    app_id: &str,
+    simulator: &Simulator,
+) -> anyhow::Result<(ForgeInstallation, JwksServer)> {
+    let kid = format!(
+        "forge/invocation-token/demo-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let key = tokio::task::spawn_blocking(move || InstallKey::generate(&kid))
+        .await
+        .context("generating the demo Forge key")??;
+    let jwks = JwksServer::bind(([127, 0, 0, 1], 0).into(), &[&key])
+        .await
+        .context("starting the demo JWKS server")?;
+    let installation = ForgeInstallation::new(
+        &tributary_common::forge::app_ari(app_id),
+        &simulator.forge_api_origin(),
+        key,
+    );
+    Ok((installation, jwks))
+}
+
 /// The demo Forge installation's side: deliveries to `/forge/events`, signed as Forge
-/// signs them, on a site the simulator serves through its API gateway.
+/// signs them.
 struct ForgeSite<'a> {
-    demo: &'a Demo,
+    forge: &'a ForgeInstallation,
     http: &'a reqwest::Client,
     ingest: &'a str,
 }
 
 impl<'a> ForgeSite<'a> {
-    fn new(demo: &'a Demo, site: &'a Site) -> ForgeSite<'a> {
-        let forge = &demo.forge;
+    fn new(
+        demo: &Demo,
+        forge: &'a ForgeInstallation,
+        http: &'a reqwest::Client,
+        ingest: &'a str,
+    ) -> ForgeSite<'a> {
         let tenant_key = site_tenant_key(&forge.cloud_id);
         demo.simulator
             .register_forge(&forge.cloud_id, &forge.system_token, &tenant_key);
@@ -213,17 +319,27 @@ impl<'a> ForgeSite<'a> {
             demo.simulator.add_page(&tenant_key, id, SPACE_ID, title);
         }
         ForgeSite {
-            demo,
-            http: &site.http,
-            ingest: &site.ingest,
+            forge,
+            http,
+            ingest,
         }
+    }
+
+    async fn deliver_lifecycle(&self, event: &str) {
+        self.deliver(&self.forge.lifecycle_event(event)).await;
+    }
+
+    /// A page event on one of the Forge site's pages, chosen by `round`.
+    async fn deliver_page(&self, event: &str, round: u64) {
+        let (id, title) = FORGE_PAGES[(round as usize) % FORGE_PAGES.len()];
+        self.deliver(&self.forge.content_event(event, "page", id, title))
+            .await;
     }
 
     async fn deliver(&self, body: &Value) {
         let event = body["eventType"].as_str().unwrap_or_default().to_string();
-        let forge = &self.demo.forge;
         let sent = async {
-            let fit = forge.fit()?;
+            let fit = self.forge.fit()?;
             let response = self
                 .http
                 .post(format!(
@@ -232,7 +348,7 @@ impl<'a> ForgeSite<'a> {
                     tributary_devkit::forge::FORGE_EVENTS_PATH
                 ))
                 .header("authorization", format!("Bearer {fit}"))
-                .header("x-forge-oauth-system", &forge.system_token)
+                .header("x-forge-oauth-system", &self.forge.system_token)
                 .json(body)
                 .send()
                 .await?;
@@ -249,17 +365,18 @@ impl<'a> ForgeSite<'a> {
 struct Site {
     http: reqwest::Client,
     ingest: String,
+    client_key: String,
     secret: SharedSecret,
 }
 
 impl Site {
     /// `installed` (RS256, signed as Atlassian signs installs) then `enabled` (HS256), as
     /// Confluence sends them. The ingest may still be starting: connection failures and
-    /// 503s are retried for a while.
+    /// 503s are retried for up to two minutes.
     async fn install(&self, demo: &Demo, audience: &str, app_key: &str) -> anyhow::Result<()> {
         let body = json!({
             "key": app_key,
-            "clientKey": CLIENT_KEY,
+            "clientKey": self.client_key,
             "sharedSecret": self.secret.expose(),
             "baseUrl": demo.site_url(),
             "displayUrl": demo.site_url(),
@@ -274,7 +391,7 @@ impl Site {
             let token = demo
                 .key
                 .sign(
-                    &Token::signed_install(CLIENT_KEY, audience)
+                    &Token::signed_install(&self.client_key, audience)
                         .claim("sub", USER)
                         .for_request("POST", path),
                 )
@@ -285,7 +402,7 @@ impl Site {
             .retry(
                 ConstantBuilder::default()
                     .with_delay(Duration::from_millis(250))
-                    .with_max_times(120),
+                    .with_max_times(480),
             )
             .when(|error: &PostError| error.worth_retrying)
             .await?;
@@ -320,7 +437,7 @@ impl Site {
 
     /// A token as Confluence signs webhooks and `enabled`: HS256 with the shared secret.
     fn hs256(&self, path: &str) -> anyhow::Result<String> {
-        Ok(Token::from_confluence(CLIENT_KEY)
+        Ok(Token::from_confluence(&self.client_key)
             .claim("sub", USER)
             .for_request("POST", path)
             .hs256(self.secret.expose())?)

@@ -2,9 +2,9 @@
 //! SQLite file unless `TRIBUTARY_KAFKA_BROKERS` / `TRIBUTARY_DATABASE_URL` name real ones,
 //! with a simulated Confluence on `--demo`.
 
-mod demo;
-mod handler;
-mod settings;
+pub(crate) mod demo;
+pub(crate) mod handler;
+pub(crate) mod settings;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -19,7 +19,7 @@ use tributary_common::telemetry;
 use tributary_devkit::EmbeddedKafka;
 use tributary_processor::Processor;
 
-use demo::Demo;
+use demo::{Demo, DemoOptions};
 use settings::DevSettings;
 
 /// Partitions of each topic on the embedded broker.
@@ -45,7 +45,7 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let draft = settings.load()?;
     telemetry::init_tracing(&draft.log_format);
     let mut notes = Vec::new();
-    if !settings.is_explicit("secret_key") {
+    if !settings.is_explicit("secret_key") && !settings.is_explicit("secret_key_file") {
         let path = settings::key_file_for(&draft.database_url.0);
         let (key, generated) = settings::read_or_generate_key(&path)?;
         settings.set("secret_key", key);
@@ -74,10 +74,16 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
         } else {
             demo::DEMO_FORGE_APP_ID.to_string()
         };
-        let demo = Demo::start(&draft.app_key, &forge_app_id, shutdown.clone()).await?;
+        let options = DemoOptions {
+            forge_app_id: Some(forge_app_id.clone()),
+            ..DemoOptions::in_process()
+        };
+        let demo = Demo::start(&draft.app_key, options, shutdown.clone()).await?;
         settings.set("forge_app_id", forge_app_id);
-        settings.set("forge_jwks_url", demo.jwks_url());
-        settings.set("forge_staging_jwks_url", demo.jwks_url());
+        if let Some(jwks_url) = demo.jwks_url() {
+            settings.set("forge_jwks_url", jwks_url.clone());
+            settings.set("forge_staging_jwks_url", jwks_url);
+        }
         let mut api_hosts = draft.forge_api_host_allowlist.clone();
         api_hosts.push("127.0.0.1".into());
         settings.set("forge_api_host_allowlist", api_hosts.join(","));
@@ -120,7 +126,7 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
         .on_named(
             handler::NAME,
             handler::PATTERN,
-            handler::demo_handler(args.demo),
+            handler::demo_handler(args.demo, None),
         )
         .build()
         .await?;

@@ -148,3 +148,36 @@ fn database_url_may_name_a_sqlite_file() {
     .expect("a sqlite: URL is valid");
     assert_eq!(config.database_url.0, "sqlite:tributary-dev.db");
 }
+
+#[test]
+fn the_secret_key_may_come_from_a_file_and_the_setting_wins_over_it() {
+    let dir = std::env::temp_dir().join(format!("tributary-key-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("secret-key");
+    let key = tributary_devkit::test_secret_key_base64();
+    std::fs::write(&file, format!("{key}\n")).expect("write the key");
+    let path = file.display().to_string();
+    let from_file = Config::load_from(None, env(&[("TRIBUTARY_SECRET_KEY_FILE", &path)]))
+        .expect("the key file loads");
+    assert!(from_file.secret_keyring().is_ok());
+    assert!(!format!("{from_file:?}").contains(&key), "still redacted");
+
+    // An explicit key wins: the file is not even read.
+    let missing = dir.join("missing").display().to_string();
+    let explicit = Config::load_from(
+        None,
+        env(&[
+            ("TRIBUTARY_SECRET_KEY", &key),
+            ("TRIBUTARY_SECRET_KEY_FILE", &missing),
+        ]),
+    )
+    .expect("the explicit key loads");
+    assert!(explicit.secret_keyring().is_ok());
+
+    let err = error_text(&[("TRIBUTARY_SECRET_KEY_FILE", &missing)]);
+    assert!(err.contains("secret_key_file"), "{err}");
+    std::fs::write(&file, "  \n").expect("empty the file");
+    let err = error_text(&[("TRIBUTARY_SECRET_KEY_FILE", &path)]);
+    assert!(err.contains("secret_key_file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

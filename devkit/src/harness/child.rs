@@ -4,7 +4,7 @@
 //! file for when a test fails.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,30 @@ impl Service {
     /// Starts workspace binary `name` with a clean `TRIBUTARY_*` environment plus `env`;
     /// stdout and stderr go to a log file of its own.
     pub fn start(name: &str, env: &[(String, String)]) -> Service {
+        Service::start_with_args(name, &[], env)
+    }
+
+    /// [`Service::start`] with command-line arguments.
+    pub fn start_with_args(name: &str, args: &[String], env: &[(String, String)]) -> Service {
+        let mut command = command(name);
+        command.args(args);
+        Service::spawn(name, command, env)
+    }
+
+    /// Starts `program` (not a workspace binary: a server the test stands up) with `args`
+    /// and `env` added to this process's environment, its output in a log file.
+    pub fn start_program(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Service {
+        let mut command = Command::new(program);
+        command.args(args);
+        Service::spawn(name, command, env)
+    }
+
+    fn spawn(name: &str, mut command: Command, env: &[(String, String)]) -> Service {
         let log = std::env::temp_dir().join(format!(
             "{name}-{}-{}.log",
             std::process::id(),
@@ -66,18 +90,24 @@ impl Service {
         ));
         let out = File::create(&log).expect("create the service log");
         let err = out.try_clone().expect("share the service log");
-        let mut command = command(name);
         command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let child = command.spawn().expect("start the service");
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         Service {
             name: name.to_string(),
             child,
             log,
         }
+    }
+
+    /// Its whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

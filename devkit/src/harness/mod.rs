@@ -1,7 +1,12 @@
-//! The end-to-end harness: a [`World`] to run the services in (an in-memory broker, a
-//! PostgreSQL database, an install-key server and a simulated Confluence), the ingest
+//! The end-to-end harness: a [`World`] to run the services in (a broker, a PostgreSQL
+//! database, an install-key server and a simulated Confluence), the ingest
 //! running in it ([`Ingest`], in this process or as a child), and the requests Confluence
 //! sends it ([`Tenant`], [`Raw`]).
+//!
+//! The broker is librdkafka's in-memory mock cluster, or the real broker `KAFKA_BROKERS`
+//! names: then the world's topics and consumer groups get names of their own (see
+//! [`TestBroker`]), which the settings it hands the services carry, and a test that injects
+//! broker faults skips itself ([`crate::kafka::skip_without_fault_injection`]).
 //!
 //! A test crate describes its world once (topics, settings, how the ingest runs):
 //!
@@ -22,6 +27,7 @@ mod ingest;
 mod request;
 mod tenant;
 
+pub use crate::kafka::skip_without_fault_injection;
 pub use child::{Service, binary, run};
 pub use ingest::{Answer, Delivery, Ingest};
 pub use request::Raw;
@@ -42,9 +48,9 @@ use tributary_common::Config;
 use tributary_common::shutdown::Shutdown;
 
 use crate::confluence::{Simulator, SimulatorSettings};
-use crate::kafka::read_topic;
+use crate::kafka::{TestBroker, read_topic};
 use crate::pg_cluster::PgCluster;
-use crate::{INSTALL_PUB_1, KeyServer, MockKafka, TestDatabase, test_secret_key_base64};
+use crate::{INSTALL_PUB_1, KeyServer, TestDatabase, test_secret_key_base64};
 
 /// The app the world's services run as.
 pub const APP_KEY: &str = "com.example.tributary";
@@ -67,7 +73,7 @@ pub struct WorldBuilder {
 }
 
 impl WorldBuilder {
-    /// A topic to create on the broker (it has no automatic topic creation).
+    /// A topic to create on the broker (the mock has no automatic topic creation).
     pub fn topic(mut self, name: &str, partitions: i32) -> WorldBuilder {
         self.topics.push((name.to_string(), partitions));
         self
@@ -103,7 +109,11 @@ impl WorldBuilder {
     }
 
     pub async fn start(self) -> World {
-        let kafka = Arc::new(MockKafka::start(1));
+        let kafka = Arc::new(
+            tokio::task::spawn_blocking(TestBroker::start)
+                .await
+                .expect("start the broker"),
+        );
         for (topic, partitions) in &self.topics {
             kafka.create_topic(topic, *partitions);
         }
@@ -161,7 +171,7 @@ enum WorldDatabase {
 /// Everything a test runs the services among, for one test. It stops what it started when
 /// dropped.
 pub struct World {
-    pub kafka: Arc<MockKafka>,
+    pub kafka: Arc<TestBroker>,
     pub keys: KeyServer,
     pub confluence: Simulator,
     database: WorldDatabase,
@@ -204,6 +214,27 @@ impl World {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if self.kafka.is_real() {
+            // The defaults name topics and a group too: they get this world's names.
+            let defaults = Config::defaults().expect("the default settings load");
+            env.extend([
+                (
+                    "TRIBUTARY_EVENTS_TOPIC".to_string(),
+                    self.kafka.topic(&defaults.events_topic),
+                ),
+                (
+                    "TRIBUTARY_PROCESSOR_TOPICS".to_string(),
+                    self.on_broker(
+                        "TRIBUTARY_PROCESSOR_TOPICS",
+                        &defaults.processor_topics.join(","),
+                    ),
+                ),
+                (
+                    "TRIBUTARY_PROCESSOR_GROUP_ID".to_string(),
+                    self.kafka.group(&defaults.processor_group_id),
+                ),
+            ]);
+        }
         let overrides = self
             .settings
             .iter()
@@ -211,9 +242,33 @@ impl World {
             .chain(extra.iter().copied());
         for (key, value) in overrides {
             env.retain(|(k, _)| k != key);
-            env.push((key.to_string(), value.to_string()));
+            env.push((key.to_string(), self.on_broker(key, value)));
         }
         env
+    }
+
+    /// Setting `key` with the topic and group names in `value` as this world's broker knows
+    /// them.
+    fn on_broker(&self, key: &str, value: &str) -> String {
+        let topics = |list: &str, map: &dyn Fn(&str) -> String| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(map)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match key {
+            "TRIBUTARY_EVENTS_TOPIC" | "TRIBUTARY_PROCESSOR_TOPICS" => {
+                topics(value, &|topic| self.kafka.topic(topic))
+            }
+            "TRIBUTARY_TOPIC_ROUTES" => topics(value, &|route| match route.split_once('=') {
+                Some((pattern, topic)) => format!("{pattern}={}", self.kafka.topic(topic.trim())),
+                None => route.to_string(),
+            }),
+            "TRIBUTARY_PROCESSOR_GROUP_ID" => self.kafka.group(value),
+            _ => value.to_string(),
+        }
     }
 
     /// Starts an ingest with `extra` settings, in this process or as a child (see
@@ -281,7 +336,7 @@ impl World {
     pub async fn records(&self, topic: &str) -> Vec<OwnedMessage> {
         read_topic(
             self.kafka.bootstrap_servers(),
-            topic,
+            &self.kafka.topic(topic),
             Duration::from_secs(20),
         )
         .await
