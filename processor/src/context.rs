@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use tributary_common::connect::SharedSecret;
 use tributary_common::store::Tenant;
 
 use crate::confluence::{ConfluenceClient, ConfluenceClients};
 use crate::event::Event;
 use crate::handler::HandlerError;
 use crate::state::TenantState;
+use crate::tenants::CachedTenant;
 
 /// A handler's view of one attempt at one event. Cheap to clone.
 #[derive(Clone)]
@@ -18,37 +18,32 @@ pub struct Context {
 
 struct Inner {
     event: Arc<Event>,
-    handler: String,
+    handler: Arc<str>,
     attempt: u32,
-    tenant: Option<Tenant>,
-    /// Only ever handed to the Confluence client, never to the handler.
-    secret: Option<SharedSecret>,
+    /// The tenant and its secret; the secret is only ever handed to the Confluence client,
+    /// never to the handler.
+    tenant: Option<Arc<CachedTenant>>,
     state: TenantState,
     confluence: ConfluenceClients,
 }
 
 pub(crate) struct ContextParts {
     pub event: Arc<Event>,
-    pub handler: String,
+    pub handler: Arc<str>,
     pub attempt: u32,
-    pub tenant: Option<(Tenant, SharedSecret)>,
+    pub tenant: Option<Arc<CachedTenant>>,
     pub state: TenantState,
     pub confluence: ConfluenceClients,
 }
 
 impl Context {
     pub(crate) fn new(parts: ContextParts) -> Context {
-        let (tenant, secret) = match parts.tenant {
-            Some((tenant, secret)) => (Some(tenant), Some(secret)),
-            None => (None, None),
-        };
         Context {
             inner: Arc::new(Inner {
                 event: parts.event,
                 handler: parts.handler,
                 attempt: parts.attempt,
-                tenant,
-                secret,
+                tenant: parts.tenant,
                 state: parts.state,
                 confluence: parts.confluence,
             }),
@@ -61,7 +56,7 @@ impl Context {
 
     /// The event's tenant, without its secret; `None` for a tenant the store does not know.
     pub fn tenant(&self) -> Option<&Tenant> {
-        self.inner.tenant.as_ref()
+        self.inner.tenant.as_ref().map(|cached| &cached.tenant)
     }
 
     /// The name of the handler running.
@@ -82,13 +77,16 @@ impl Context {
 
     /// A Confluence REST client for the event's tenant, acting as the app.
     pub fn confluence(&self) -> Result<ConfluenceClient, HandlerError> {
-        let (Some(tenant), Some(secret)) = (&self.inner.tenant, &self.inner.secret) else {
+        let Some(cached) = &self.inner.tenant else {
             return Err(HandlerError::permanent(format!(
                 "tenant {} is not installed",
                 self.inner.event.client_key()
             )));
         };
-        Ok(self.inner.confluence.for_tenant(tenant, secret.clone())?)
+        Ok(self
+            .inner
+            .confluence
+            .for_tenant(&cached.tenant, cached.secret.clone())?)
     }
 }
 
@@ -98,7 +96,10 @@ impl std::fmt::Debug for Context {
             .field("event", &self.inner.event.id())
             .field("handler", &self.inner.handler)
             .field("attempt", &self.inner.attempt)
-            .field("tenant", &self.inner.tenant.as_ref().map(|t| &t.client_key))
+            .field(
+                "tenant",
+                &self.inner.tenant.as_ref().map(|t| &t.tenant.client_key),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@ pub const CONSUMER_LAG: &str = "tributary_processor_consumer_lag_messages";
 pub const END_TO_END: &str = "tributary_processor_end_to_end_seconds";
 
 /// How one handler's run of one event ended (`outcome` label of [`EVENTS_HANDLED`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The handler succeeded and its record committed.
     Success,

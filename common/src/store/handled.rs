@@ -11,9 +11,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
-use super::{Database, StoreError};
+use super::{Backend, Database, StoreError};
 use crate::with_database;
 
 /// Most ids bound in one statement; far below what either backend accepts (SQLite 32766
@@ -58,6 +59,13 @@ impl StateWrites {
 
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+
+    /// Lays `later` over these changes: where both change a key, `later` wins.
+    pub fn merge(&mut self, later: &StateWrites) {
+        for (key, change) in &later.changes {
+            self.changes.insert(key.clone(), change.clone());
+        }
     }
 }
 
@@ -235,5 +243,35 @@ impl HandlerStore {
             tx.commit().await?;
             Ok(recorded)
         })
+    }
+
+    /// Deletes at most `limit` handled-event records written before `cutoff`; how many it
+    /// deleted. Small chunks keep each statement short, so the prune never holds locks the
+    /// runtime's commits would wait for.
+    pub async fn prune_handled(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        // Both backends compare the column with the cutoff in its own type: PostgreSQL casts
+        // the text to a timestamp, SQLite stores the same ISO form as text.
+        let cutoff_param = match self.db.backend() {
+            Backend::Postgres => "CAST($1 AS TIMESTAMPTZ)",
+            Backend::Sqlite => "$1",
+        };
+        let query = format!(
+            "DELETE FROM handled_events WHERE (handler, event_id) IN \
+             (SELECT handler, event_id FROM handled_events WHERE handled_at < {cutoff_param} LIMIT $2)"
+        );
+        let cutoff = cutoff.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let deleted = with_database!(&self.db, |pool, _sql| {
+            sqlx::query(&query)
+                .bind(&cutoff)
+                .bind(i64::from(limit))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
     }
 }

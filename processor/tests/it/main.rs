@@ -3,6 +3,7 @@
 mod dead_letters;
 mod groups;
 mod lifecycle;
+mod mid_batch;
 mod ordering;
 mod redelivery;
 mod retries;
