@@ -42,11 +42,19 @@ pub(crate) fn handled(event: &str, outcome: Outcome) {
 /// Time from the event's arrival at the ingest (its `ce_time`) until every handler finished:
 /// what `tributary loadgen --processor-metrics` reports as end-to-end latency.
 pub(crate) fn end_to_end(arrived: chrono::DateTime<chrono::Utc>) {
+    end_to_end_on(&metrics::histogram!(END_TO_END), arrived);
+}
+
+/// [`end_to_end`] on a histogram handle taken once, for many events.
+pub(crate) fn end_to_end_on(
+    histogram: &metrics::Histogram,
+    arrived: chrono::DateTime<chrono::Utc>,
+) {
     let elapsed = (chrono::Utc::now() - arrived)
         .num_microseconds()
         .unwrap_or(0)
         .max(0);
-    metrics::histogram!(END_TO_END).record(elapsed as f64 / 1_000_000.0);
+    histogram.record(elapsed as f64 / 1_000_000.0);
 }
 
 /// Registers descriptions once, so `/metrics` explains each series.

@@ -172,6 +172,7 @@ impl ProcessorBuilder {
             confluence,
             subscriptions,
             names,
+            durations: std::sync::OnceLock::new(),
             dead_letters: DeadLetterWriter::new(&config)?,
             guard: Mutex::new(FailureGuard::new(
                 window,

@@ -144,9 +144,10 @@ pub(crate) async fn run(shared: Arc<Shared>, workers: Arc<Semaphore>, jobs: Vec<
     drop(records);
 
     let mut handled_now = 0;
+    let end_to_end = metrics::histogram!(observe::END_TO_END);
     for (state, event) in states.iter().zip(&decoded) {
         if let (JobState::Handled, Ok(event)) = (state, event) {
-            observe::end_to_end(event.time());
+            observe::end_to_end_on(&end_to_end, event.time());
             handled_now += 1;
             for (index, subscription) in shared.subscriptions.iter().enumerate() {
                 if subscription.filter.matches(event.kind())

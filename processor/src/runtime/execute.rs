@@ -2,7 +2,7 @@
 //! run each subscribed handler with retries, and dead-letter what cannot be handled.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     pub subscriptions: Vec<Subscription>,
     /// The subscriptions' names, shared with each context rather than copied.
     pub names: Vec<Arc<str>>,
+    /// Each subscription's duration histogram, taken once the metrics recorder is set up
+    /// rather than looked up by label on every run.
+    pub durations: OnceLock<Vec<metrics::Histogram>>,
     pub dead_letters: DeadLetterWriter,
     pub guard: Mutex<FailureGuard>,
     /// How a transiently failing handler is retried.
@@ -246,6 +249,17 @@ async fn run_handler(
     }
 }
 
+/// Takes each subscription's duration histogram, once the metrics recorder is installed.
+pub(crate) fn take_instruments(shared: &Shared) {
+    let _ = shared.durations.set(
+        shared
+            .subscriptions
+            .iter()
+            .map(|s| metrics::histogram!(HANDLER_DURATION, "handler" => s.name.clone()))
+            .collect(),
+    );
+}
+
 /// The tenant of `event` for a handler: lifecycle events change their tenant, so they
 /// always read the store.
 pub(crate) async fn tenant_for(
@@ -286,8 +300,12 @@ pub(crate) async fn run_once(
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(HandlerError::permanent("handler panicked")));
-    metrics::histogram!(HANDLER_DURATION, "handler" => shared.names[index].clone())
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    match shared.durations.get().and_then(|all| all.get(index)) {
+        Some(histogram) => histogram.record(elapsed),
+        None => metrics::histogram!(HANDLER_DURATION, "handler" => subscription.name.clone())
+            .record(elapsed),
+    }
     result?;
     Ok(state.take_writes())
 }

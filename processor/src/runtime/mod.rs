@@ -96,6 +96,7 @@ pub(crate) async fn consume(
         in_flight: metrics::gauge!(IN_FLIGHT),
         consumed: HashMap::new(),
     };
+    execute::take_instruments(&shared);
     let background = Shutdown::new();
     let follower = tokio::spawn(
         shared
@@ -192,7 +193,14 @@ struct PartitionQueue {
     /// A batch of this partition is running: the next waits for it, so records of one key
     /// never run in two batches at once.
     busy: bool,
+    /// Most records in the next batch: a partition starts with small batches, so the first
+    /// results commit soon after it is assigned, and doubles them up to `MAX_BATCH` while
+    /// records keep coming.
+    bound: usize,
 }
+
+/// The bound of a partition's first batch.
+const FIRST_BATCH: usize = 16;
 
 struct Dispatcher<'c> {
     shared: Arc<Shared>,
@@ -286,8 +294,10 @@ impl Dispatcher<'_> {
         if queue.busy || queue.ready.is_empty() {
             return;
         }
+        let bound = queue.bound.max(FIRST_BATCH);
+        queue.bound = (bound * 2).min(MAX_BATCH);
         let taken: Vec<Job> = {
-            let n = queue.ready.len().min(MAX_BATCH);
+            let n = queue.ready.len().min(bound);
             queue.ready.drain(..n).collect()
         };
         let mut jobs = Vec::with_capacity(taken.len());
