@@ -63,8 +63,8 @@ instructions() {
 }
 # The functions that executed the most instructions themselves: where the time goes.
 top() {
-  callgrind_annotate "$(newest_dump "$1")" 2>/dev/null |
-    awk '/file:function/ {f = 1; next} f && NF {print "   " $0; if (++n == 20) exit}'
+  callgrind_annotate --inclusive=no --auto=no "$(newest_dump "$1")" 2>/dev/null |
+    awk '/file:function|Function:file summary/ {f = 1; next} f && /^ *[0-9]/ {print "   " $0; if (++n == 25) exit}'
 }
 # Waits until `metric` on `url` has not moved for 3 s; prints its value.
 settled() {
