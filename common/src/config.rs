@@ -121,6 +121,9 @@ pub struct Config {
     pub processor_guard_window: u64,
     pub processor_commit_interval_ms: u64,
     pub processor_handlers: Vec<String>,
+    pub processor_tenant_cache_size: u64,
+    pub processor_tenant_cache_ttl_seconds: u64,
+    pub processor_handled_retention_hours: u64,
 
     pub confluence_max_attempts: u64,
     pub confluence_retry_initial_ms: u64,
@@ -355,6 +358,10 @@ impl Config {
             (
                 "processor_commit_interval_ms",
                 self.processor_commit_interval_ms,
+            ),
+            (
+                "processor_handled_retention_hours",
+                self.processor_handled_retention_hours,
             ),
             ("confluence_max_attempts", self.confluence_max_attempts),
             (

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tributary_common::connect::SharedSecret;
 use tributary_common::forge::SystemToken;
 use tributary_common::store::{ForgeInstallation, Tenant};
 
@@ -10,6 +9,7 @@ use crate::confluence::{ConfluenceClient, ConfluenceClients};
 use crate::event::Event;
 use crate::handler::HandlerError;
 use crate::state::TenantState;
+use crate::tenants::CachedTenant;
 
 /// A handler's view of one attempt at one event. Cheap to clone.
 #[derive(Clone)]
@@ -19,11 +19,11 @@ pub struct Context {
 
 struct Inner {
     event: Arc<Event>,
-    handler: String,
+    handler: Arc<str>,
     attempt: u32,
-    tenant: Option<Tenant>,
-    /// Only ever handed to the Confluence client, never to the handler.
-    secret: Option<SharedSecret>,
+    /// The tenant and its secret; the secret is only ever handed to the Confluence client,
+    /// never to the handler.
+    tenant: Option<Arc<CachedTenant>>,
     /// The tenant's Forge installation and its app system token (never handed out).
     forge: Option<(ForgeInstallation, Option<SystemToken>)>,
     state: TenantState,
@@ -32,9 +32,9 @@ struct Inner {
 
 pub(crate) struct ContextParts {
     pub event: Arc<Event>,
-    pub handler: String,
+    pub handler: Arc<str>,
     pub attempt: u32,
-    pub tenant: Option<(Tenant, SharedSecret)>,
+    pub tenant: Option<Arc<CachedTenant>>,
     pub forge: Option<(ForgeInstallation, Option<SystemToken>)>,
     pub state: TenantState,
     pub confluence: ConfluenceClients,
@@ -42,17 +42,12 @@ pub(crate) struct ContextParts {
 
 impl Context {
     pub(crate) fn new(parts: ContextParts) -> Context {
-        let (tenant, secret) = match parts.tenant {
-            Some((tenant, secret)) => (Some(tenant), Some(secret)),
-            None => (None, None),
-        };
         Context {
             inner: Arc::new(Inner {
                 event: parts.event,
                 handler: parts.handler,
                 attempt: parts.attempt,
-                tenant,
-                secret,
+                tenant: parts.tenant,
                 forge: parts.forge,
                 state: parts.state,
                 confluence: parts.confluence,
@@ -66,7 +61,7 @@ impl Context {
 
     /// The event's tenant, without its secret; `None` for a tenant the store does not know.
     pub fn tenant(&self) -> Option<&Tenant> {
-        self.inner.tenant.as_ref()
+        self.inner.tenant.as_ref().map(|cached| &cached.tenant)
     }
 
     /// The tenant's Forge installation, when it has one (linked to its Connect identity,
@@ -98,8 +93,11 @@ impl Context {
     /// Connect shared secret when the tenant has a Connect identity, otherwise through its
     /// Forge installation's API base URL with the app system token.
     pub fn confluence(&self) -> Result<ConfluenceClient, HandlerError> {
-        if let (Some(tenant), Some(secret)) = (&self.inner.tenant, &self.inner.secret) {
-            return Ok(self.inner.confluence.for_tenant(tenant, secret.clone())?);
+        if let Some(cached) = &self.inner.tenant {
+            return Ok(self
+                .inner
+                .confluence
+                .for_tenant(&cached.tenant, cached.secret.clone())?);
         }
         if let Some((installation, token)) = &self.inner.forge {
             return Ok(self
@@ -120,7 +118,10 @@ impl std::fmt::Debug for Context {
             .field("event", &self.inner.event.id())
             .field("handler", &self.inner.handler)
             .field("attempt", &self.inner.attempt)
-            .field("tenant", &self.inner.tenant.as_ref().map(|t| &t.client_key))
+            .field(
+                "tenant",
+                &self.inner.tenant.as_ref().map(|t| &t.tenant.client_key),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -12,6 +12,7 @@ pub mod payload;
 pub mod processor;
 mod runtime;
 pub mod state;
+mod tenants;
 
 pub use context::Context;
 pub use event::{Event, EventSource};

@@ -11,7 +11,7 @@ pub const CONSUMER_LAG: &str = "tributary_processor_consumer_lag_messages";
 pub const END_TO_END: &str = "tributary_processor_end_to_end_seconds";
 
 /// How one handler's run of one event ended (`outcome` label of [`EVENTS_HANDLED`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The handler succeeded and its record committed.
     Success,
@@ -42,11 +42,19 @@ pub(crate) fn handled(event: &str, outcome: Outcome) {
 /// Time from the event's arrival at the ingest (its `ce_time`) until every handler finished:
 /// what `tributary loadgen --processor-metrics` reports as end-to-end latency.
 pub(crate) fn end_to_end(arrived: chrono::DateTime<chrono::Utc>) {
+    end_to_end_on(&metrics::histogram!(END_TO_END), arrived);
+}
+
+/// [`end_to_end`] on a histogram handle taken once, for many events.
+pub(crate) fn end_to_end_on(
+    histogram: &metrics::Histogram,
+    arrived: chrono::DateTime<chrono::Utc>,
+) {
     let elapsed = (chrono::Utc::now() - arrived)
         .num_microseconds()
         .unwrap_or(0)
         .max(0);
-    metrics::histogram!(END_TO_END).record(elapsed as f64 / 1_000_000.0);
+    histogram.record(elapsed as f64 / 1_000_000.0);
 }
 
 /// Registers descriptions once, so `/metrics` explains each series.

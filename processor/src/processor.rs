@@ -15,6 +15,7 @@ use crate::confluence::{ConfluenceClients, ConfluenceError};
 use crate::dlq::DeadLetterWriter;
 use crate::handler::{EventFilter, Handler, Subscription};
 use crate::runtime::{self, Assignments, FailureGuard, Shared};
+use crate::tenants::TenantCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
@@ -157,13 +158,23 @@ impl ProcessorBuilder {
             }
         }
         let window = usize::try_from(config.processor_guard_window).unwrap_or(usize::MAX);
+        let names = subscriptions
+            .iter()
+            .map(|s| Arc::from(s.name.as_str()))
+            .collect();
         let shared = Shared {
             handled: HandlerStore::new(db.clone()),
             db,
-            tenants,
+            tenants: TenantCache::new(
+                tenants,
+                config.processor_tenant_cache_size,
+                Duration::from_secs(config.processor_tenant_cache_ttl_seconds),
+            ),
             forge,
             confluence,
             subscriptions,
+            names,
+            durations: std::sync::OnceLock::new(),
             dead_letters: DeadLetterWriter::new(&config)?,
             guard: Mutex::new(FailureGuard::new(
                 window,

@@ -18,20 +18,29 @@ pub enum StateError {
     Json(#[from] serde_json::Error),
 }
 
-/// One tenant's key-value state: reads see the handler's own staged writes.
+/// One tenant's key-value state: reads see the handler's own staged writes, then the
+/// writes of earlier events of the same batch (staged, committed with the batch), then what
+/// is committed.
 #[derive(Clone)]
 pub struct TenantState {
     store: HandlerStore,
     client_key: String,
     writes: Arc<Mutex<StateWrites>>,
+    earlier: Option<Arc<StateWrites>>,
 }
 
 impl TenantState {
-    pub(crate) fn new(store: HandlerStore, client_key: &str) -> Self {
+    /// A state whose reads see `earlier` (writes not committed yet) over the store.
+    pub(crate) fn over(
+        store: HandlerStore,
+        client_key: &str,
+        earlier: Option<Arc<StateWrites>>,
+    ) -> Self {
         TenantState {
             store,
             client_key: client_key.to_string(),
             writes: Arc::default(),
+            earlier,
         }
     }
 
@@ -41,7 +50,13 @@ impl TenantState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .map(|value| value.cloned());
+            .map(|value| value.cloned())
+            .or_else(|| {
+                self.earlier
+                    .as_ref()
+                    .and_then(|earlier| earlier.get(key))
+                    .map(|value| value.cloned())
+            });
         let value = match staged {
             Some(value) => value,
             None => self.store.state(&self.client_key, key).await?,

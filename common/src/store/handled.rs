@@ -11,14 +11,19 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
-use super::{Database, StoreError};
+use super::{Backend, Database, StoreError};
 use crate::with_database;
 
 /// Most ids bound in one statement; far below what either backend accepts (SQLite 32766
 /// parameters, PostgreSQL 65535), so a huge batch is split rather than refused.
 const MAX_IDS_PER_QUERY: usize = 10_000;
+
+/// Rows per multi-row insert: 7,000 parameters for handled-event records, well inside both
+/// backends' limits.
+const ROWS_PER_INSERT: usize = 1_000;
 
 /// One handler's successful run on one event, as its handled-event record keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,13 @@ impl StateWrites {
 
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+
+    /// Lays `later` over these changes: where both change a key, `later` wins.
+    pub fn merge(&mut self, later: &StateWrites) {
+        for (key, change) in &later.changes {
+            self.changes.insert(key.clone(), change.clone());
+        }
     }
 }
 
@@ -174,66 +186,140 @@ impl HandlerStore {
 
     /// Records every run as handled and applies its state writes, all in one transaction,
     /// in order. For each run, true when it was recorded now; false when its record existed
-    /// already, and then its writes are dropped.
+    /// already (or an earlier run of the same call has the same handler and event), and
+    /// then its writes are dropped.
+    ///
+    /// A batch costs a few statements, not a few per run: the records go in multi-row
+    /// inserts that return what they inserted, and the surviving writes, collapsed to the
+    /// last change of each key, go in one multi-row upsert and one delete per chunk.
     pub async fn commit(&self, runs: &[HandlerRun<'_>]) -> Result<Vec<bool>, StoreError> {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
         with_database!(&self.db, |pool, sql| {
-            let upsert = format!(
-                "INSERT INTO tenant_state (client_key, key, value) VALUES ($1, $2, $3{json}) \
-                 ON CONFLICT (client_key, key) DO UPDATE \
-                 SET value = EXCLUDED.value, updated_at = {now}",
-                json = sql.json_cast,
-                now = sql.now
-            );
             let mut tx = pool.begin_with(sql.begin_write).await?;
-            let mut recorded = Vec::with_capacity(runs.len());
-            for run in runs {
-                let event = &run.event;
-                let inserted = sqlx::query(
+            let mut inserted: HashSet<(String, String)> = HashSet::new();
+            for chunk in runs.chunks(ROWS_PER_INSERT) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("({})", placeholders(i * 7 + 1, 7)))
+                    .collect();
+                let statement = format!(
                     "INSERT INTO handled_events \
                      (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                )
-                .bind(event.handler)
-                .bind(event.event_id)
-                .bind(event.client_key)
-                .bind(event.event_type)
-                .bind(event.topic)
-                .bind(event.partition)
-                .bind(event.offset)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if inserted {
+                     VALUES {} ON CONFLICT DO NOTHING RETURNING handler, event_id",
+                    rows.join(", ")
+                );
+                let mut insert = sqlx::query_as::<_, (String, String)>(&statement);
+                for run in chunk {
+                    let event = &run.event;
+                    insert = insert
+                        .bind(event.handler)
+                        .bind(event.event_id)
+                        .bind(event.client_key)
+                        .bind(event.event_type)
+                        .bind(event.topic)
+                        .bind(event.partition)
+                        .bind(event.offset);
+                }
+                inserted.extend(insert.fetch_all(&mut *tx).await?);
+            }
+
+            // Which runs count, and the last change of each (tenant, key) among them.
+            let mut recorded = Vec::with_capacity(runs.len());
+            let mut changes: BTreeMap<(&str, &str), Option<&Value>> = BTreeMap::new();
+            for run in runs {
+                let event = &run.event;
+                let counts =
+                    inserted.remove(&(event.handler.to_string(), event.event_id.to_string()));
+                if counts {
                     for (key, change) in &run.writes.changes {
-                        match change {
-                            Some(value) => {
-                                sqlx::query(&upsert)
-                                    .bind(event.client_key)
-                                    .bind(key)
-                                    .bind(value.to_string())
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                            None => {
-                                sqlx::query(
-                                    "DELETE FROM tenant_state WHERE client_key = $1 AND key = $2",
-                                )
-                                .bind(event.client_key)
-                                .bind(key)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                        }
+                        changes.insert((event.client_key, key.as_str()), change.as_ref());
                     }
                 }
-                recorded.push(inserted);
+                recorded.push(counts);
+            }
+            let sets: Vec<(&str, &str, String)> = changes
+                .iter()
+                .filter_map(|((client_key, key), change)| {
+                    change.map(|value| (*client_key, *key, value.to_string()))
+                })
+                .collect();
+            for chunk in sets.chunks(ROWS_PER_INSERT) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        format!(
+                            "(${}, ${}, ${}{json})",
+                            i * 3 + 1,
+                            i * 3 + 2,
+                            i * 3 + 3,
+                            json = sql.json_cast
+                        )
+                    })
+                    .collect();
+                let statement = format!(
+                    "INSERT INTO tenant_state (client_key, key, value) VALUES {} \
+                     ON CONFLICT (client_key, key) DO UPDATE \
+                     SET value = EXCLUDED.value, updated_at = {now}",
+                    rows.join(", "),
+                    now = sql.now
+                );
+                let mut upsert = sqlx::query(&statement);
+                for (client_key, key, value) in chunk {
+                    upsert = upsert.bind(*client_key).bind(*key).bind(value);
+                }
+                upsert.execute(&mut *tx).await?;
+            }
+            let deletes: Vec<(&str, &str)> = changes
+                .iter()
+                .filter(|(_, change)| change.is_none())
+                .map(|((client_key, key), _)| (*client_key, *key))
+                .collect();
+            for chunk in deletes.chunks(ROWS_PER_INSERT) {
+                let pairs: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${})", i * 2 + 1, i * 2 + 2))
+                    .collect();
+                let statement = format!(
+                    "DELETE FROM tenant_state WHERE (client_key, key) IN (VALUES {})",
+                    pairs.join(", ")
+                );
+                let mut delete = sqlx::query(&statement);
+                for (client_key, key) in chunk {
+                    delete = delete.bind(*client_key).bind(*key);
+                }
+                delete.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(recorded)
         })
+    }
+
+    /// Deletes at most `limit` handled-event records written before `cutoff`; how many it
+    /// deleted. Small chunks keep each statement short, so the prune never holds locks the
+    /// runtime's commits would wait for.
+    pub async fn prune_handled(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        // Both backends compare the column with the cutoff in its own type: PostgreSQL casts
+        // the text to a timestamp, SQLite stores the same ISO form as text.
+        let cutoff_param = match self.db.backend() {
+            Backend::Postgres => "CAST($1 AS TIMESTAMPTZ)",
+            Backend::Sqlite => "$1",
+        };
+        let query = format!(
+            "DELETE FROM handled_events WHERE (handler, event_id) IN \
+             (SELECT handler, event_id FROM handled_events WHERE handled_at < {cutoff_param} LIMIT $2)"
+        );
+        let cutoff = cutoff.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let deleted = with_database!(&self.db, |pool, _sql| {
+            sqlx::query(&query)
+                .bind(&cutoff)
+                .bind(i64::from(limit))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
     }
 }

@@ -1,16 +1,22 @@
-//! The consumer runtime: one dispatcher reads records and hands them to workers so that
-//! records with the same key run one after another and different keys run concurrently, up
-//! to `processor_concurrency`; finished offsets are stored for librdkafka's auto-commit.
+//! The consumer runtime. One dispatcher reads records and, per partition, hands what is
+//! ready to a batch (`batch`): one handled-before query, each key's records in order and
+//! different keys concurrently (up to `processor_concurrency` events at once), one commit.
+//! Only once a batch has committed are its offsets stored, for librdkafka's auto-commit.
+//! A key whose event needs retries leaves the batches for a lane of its own until its
+//! queue is empty, so it holds up neither its batch nor the partition.
 
+mod batch;
 mod consumer;
 mod execute;
 mod guard;
 mod offsets;
+mod prune;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -25,8 +31,9 @@ pub(crate) use offsets::Assignments;
 
 use crate::ProcessorError;
 use crate::observe::{EVENTS_CONSUMED, IN_FLIGHT};
+use batch::{BatchDone, JobState, MAX_BATCH};
 use consumer::{RuntimeContext, consumer_config};
-use execute::JobOutcome;
+use execute::{JobOutcome, Resume};
 
 /// Records received but not finished, per unit of concurrency: enough to keep workers busy
 /// when keys are unevenly spread, and a bound on memory.
@@ -35,7 +42,7 @@ const BUFFER_PER_WORKER: usize = 16;
 /// Records of one key on one partition: they must run in order.
 type KeyId = (String, i32, Vec<u8>);
 
-struct Job {
+pub(crate) struct Job {
     message: OwnedMessage,
     generation: u64,
 }
@@ -45,6 +52,15 @@ struct Finished {
     offset: i64,
     generation: u64,
     outcome: JobOutcome,
+}
+
+enum Done {
+    Batch {
+        topic: String,
+        partition: i32,
+        done: BatchDone,
+    },
+    Lane(Finished),
 }
 
 enum Stop {
@@ -73,34 +89,66 @@ pub(crate) async fn consume(
         assignments,
         workers: Arc::new(Semaphore::new(concurrency)),
         tasks: JoinSet::new(),
-        queues: HashMap::new(),
+        partitions: HashMap::new(),
+        lanes: HashMap::new(),
         buffered: 0,
+        draining: false,
+        in_flight: metrics::gauge!(IN_FLIGHT),
+        consumed: HashMap::new(),
     };
-    let max_buffered = concurrency.saturating_mul(BUFFER_PER_WORKER);
+    execute::take_instruments(&shared);
+    let background = Shutdown::new();
+    let follower = tokio::spawn(
+        shared
+            .tenants
+            .clone()
+            .follow_changes(shared.tenants.store().change_feed(), background.clone()),
+    );
+    let pruner = tokio::spawn(prune::run(
+        shared.handled.clone(),
+        prune::Retention::from_config(config),
+        background.clone(),
+    ));
+    let max_buffered = concurrency.saturating_mul(BUFFER_PER_WORKER).max(MAX_BATCH);
     let stop = loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Stop::Shutdown,
             Some(joined) = dispatcher.tasks.join_next() => {
                 match joined {
-                    Ok(finished) => {
-                        if dispatcher.finish(finished, true) {
+                    Ok(done) => {
+                        if dispatcher.done(done) {
                             break Stop::GuardTripped;
                         }
                     }
                     Err(error) => {
                         shared.stopping.cancel();
+                        background.cancel();
                         return Err(ProcessorError::Worker(error.to_string()));
                     }
                 }
             }
-            received = consumer.recv(), if dispatcher.buffered < max_buffered => match received {
-                Ok(message) => dispatcher.receive(message.detach()),
-                Err(error) => tracing::warn!(%error, "kafka consumer error"),
-            },
+            received = consumer.recv(), if dispatcher.buffered < max_buffered => {
+                match received {
+                    Ok(message) => dispatcher.receive(message.detach()),
+                    Err(error) => tracing::warn!(%error, "kafka consumer error"),
+                }
+                // Take what else is ready now, so a partition's next batch has it.
+                while dispatcher.buffered < max_buffered {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(message)) => dispatcher.receive(message.detach()),
+                        Some(Err(error)) => tracing::warn!(%error, "kafka consumer error"),
+                        None => break,
+                    }
+                }
+                dispatcher.dispatch_all();
+            }
         }
     };
     shared.stopping.cancel();
+    background.cancel();
+    let _ = follower.await;
+    let _ = pruner.await;
     dispatcher.drain(drain_deadline(config)).await;
     // The final commit and leaving the group wait for the broker, so they run off the async
     // threads and get the rest of the shutdown time; an unreachable broker cannot hold the
@@ -138,15 +186,45 @@ fn drain_deadline(config: &Config) -> Duration {
     config.shutdown_timeout() * 2 / 3
 }
 
+/// One partition's records waiting for a batch.
+#[derive(Default)]
+struct PartitionQueue {
+    ready: VecDeque<Job>,
+    /// A batch of this partition is running: the next waits for it, so records of one key
+    /// never run in two batches at once.
+    busy: bool,
+    /// Most records in the next batch: a partition starts with small batches, so the first
+    /// results commit soon after it is assigned, and doubles them up to `MAX_BATCH` while
+    /// records keep coming.
+    bound: usize,
+}
+
+/// The bound of a partition's first batch.
+const FIRST_BATCH: usize = 16;
+
 struct Dispatcher<'c> {
     shared: Arc<Shared>,
     consumer: &'c StreamConsumer<RuntimeContext>,
     assignments: Arc<Mutex<Assignments>>,
     workers: Arc<Semaphore>,
-    tasks: JoinSet<Finished>,
-    /// Keys with a running job, and what waits behind it.
-    queues: HashMap<KeyId, VecDeque<Job>>,
+    tasks: JoinSet<Done>,
+    /// By topic, then partition: per-record lookups by `&str` allocate nothing.
+    partitions: HashMap<String, HashMap<i32, PartitionQueue>>,
+    /// Keys taken out of the batches: one job running, and what waits behind it.
+    lanes: HashMap<KeyId, VecDeque<(Job, Option<Resume>)>>,
     buffered: usize,
+    /// Stopping: start nothing new.
+    draining: bool,
+    in_flight: metrics::Gauge,
+    consumed: HashMap<String, metrics::Counter>,
+}
+
+fn key_of(message: &OwnedMessage) -> KeyId {
+    (
+        message.topic().to_string(),
+        message.partition(),
+        message.key().unwrap_or_default().to_vec(),
+    )
 }
 
 impl Dispatcher<'_> {
@@ -157,31 +235,183 @@ impl Dispatcher<'_> {
     }
 
     fn receive(&mut self, message: OwnedMessage) {
-        metrics::counter!(EVENTS_CONSUMED, "topic" => message.topic().to_string()).increment(1);
+        let topic = message.topic();
+        match self.consumed.get(topic) {
+            Some(counter) => counter.increment(1),
+            None => {
+                let counter = metrics::counter!(EVENTS_CONSUMED, "topic" => topic.to_string());
+                counter.increment(1);
+                self.consumed.insert(topic.to_string(), counter);
+            }
+        }
         let generation =
             self.assignments()
                 .received(message.topic(), message.partition(), message.offset());
         self.set_buffered(self.buffered + 1);
-        let key: KeyId = (
-            message.topic().to_string(),
-            message.partition(),
-            message.key().unwrap_or_default().to_vec(),
-        );
         let job = Job {
             message,
             generation,
         };
-        match self.queues.get_mut(&key) {
-            Some(waiting) => waiting.push_back(job),
-            None => {
-                self.queues.insert(key.clone(), VecDeque::new());
-                self.spawn(key, job);
-            }
+        let topic = job.message.topic();
+        if !self.partitions.contains_key(topic) {
+            self.partitions.insert(topic.to_string(), HashMap::new());
+        }
+        if let Some(partitions) = self.partitions.get_mut(topic) {
+            partitions
+                .entry(job.message.partition())
+                .or_default()
+                .ready
+                .push_back(job);
         }
     }
 
-    /// Books a finished job; true when the failure guard tripped.
-    fn finish(&mut self, finished: Finished, start_next: bool) -> bool {
+    fn queue_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionQueue> {
+        self.partitions.get_mut(topic)?.get_mut(&partition)
+    }
+
+    fn dispatch_all(&mut self) {
+        let mut ready = Vec::new();
+        for (topic, partitions) in &self.partitions {
+            for (partition, queue) in partitions {
+                if !queue.busy && !queue.ready.is_empty() {
+                    ready.push((topic.clone(), *partition));
+                }
+            }
+        }
+        for (topic, partition) in ready {
+            self.dispatch(&topic, partition);
+        }
+    }
+
+    /// Starts the partition's next batch, if it has records and no batch running.
+    fn dispatch(&mut self, topic: &str, partition: i32) {
+        if self.draining {
+            return;
+        }
+        let Some(queue) = self.queue_mut(topic, partition) else {
+            return;
+        };
+        if queue.busy || queue.ready.is_empty() {
+            return;
+        }
+        let bound = queue.bound.max(FIRST_BATCH);
+        queue.bound = (bound * 2).min(MAX_BATCH);
+        let taken: Vec<Job> = {
+            let n = queue.ready.len().min(bound);
+            queue.ready.drain(..n).collect()
+        };
+        let mut jobs = Vec::with_capacity(taken.len());
+        let mut dropped = 0;
+        {
+            let assignments = self
+                .assignments
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for job in taken {
+                if !assignments.is_current(topic, partition, job.generation) {
+                    dropped += 1;
+                    continue;
+                }
+                if !self.lanes.is_empty() {
+                    let key = key_of(&job.message);
+                    if let Some(lane) = self.lanes.get_mut(&key) {
+                        lane.push_back((job, None));
+                        continue;
+                    }
+                }
+                jobs.push(job);
+            }
+        }
+        self.set_buffered(self.buffered.saturating_sub(dropped));
+        if jobs.is_empty() {
+            return;
+        }
+        if let Some(queue) = self.queue_mut(topic, partition) {
+            queue.busy = true;
+        }
+        let shared = self.shared.clone();
+        let workers = self.workers.clone();
+        let topic = topic.to_string();
+        self.tasks.spawn(async move {
+            let done = batch::run(shared, workers, jobs).await;
+            Done::Batch {
+                topic,
+                partition,
+                done,
+            }
+        });
+    }
+
+    /// Books finished work; true when the failure guard tripped.
+    fn done(&mut self, done: Done) -> bool {
+        match done {
+            Done::Batch {
+                topic,
+                partition,
+                done,
+            } => self.batch_done(&topic, partition, done),
+            Done::Lane(finished) => self.lane_done(finished),
+        }
+    }
+
+    fn batch_done(&mut self, topic: &str, partition: i32, done: BatchDone) -> bool {
+        let mut point = None;
+        let mut finished = 0;
+        let mut detached = Vec::new();
+        {
+            let mut assignments = self
+                .assignments
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (job, state) in done.jobs.into_iter().zip(done.states) {
+                match state {
+                    state if state.is_finished() => {
+                        finished += 1;
+                        let moved = assignments.finished(
+                            topic,
+                            partition,
+                            job.generation,
+                            job.message.offset(),
+                        );
+                        point = moved.or(point);
+                    }
+                    JobState::Detached(resume)
+                        if !self.draining
+                            && assignments.is_current(topic, partition, job.generation) =>
+                    {
+                        detached.push((job, resume));
+                    }
+                    // Left pending: the record will be delivered again.
+                    _ => finished += 1,
+                }
+            }
+        }
+        self.set_buffered(self.buffered.saturating_sub(finished));
+        if let Some(point) = point {
+            self.store(topic, partition, point);
+        }
+        for (job, resume) in detached {
+            let key = key_of(&job.message);
+            match self.lanes.get_mut(&key) {
+                Some(lane) => lane.push_back((job, resume)),
+                None => {
+                    self.lanes.insert(key.clone(), VecDeque::new());
+                    self.spawn_lane(key, job, resume);
+                }
+            }
+        }
+        if let Some(queue) = self.queue_mut(topic, partition) {
+            queue.busy = false;
+        }
+        if done.guard_tripped {
+            return true;
+        }
+        self.dispatch(topic, partition);
+        false
+    }
+
+    /// Books a lane's finished job; true when the failure guard tripped.
+    fn lane_done(&mut self, finished: Finished) -> bool {
         self.set_buffered(self.buffered.saturating_sub(1));
         let (topic, partition, _) = &finished.key;
         match finished.outcome {
@@ -198,21 +428,25 @@ impl Dispatcher<'_> {
             }
             // Its offset stays pending, so nothing behind it on its key may run either.
             JobOutcome::Abandoned | JobOutcome::GuardTripped => {
-                self.drop_queue(&finished.key);
+                self.drop_lane(&finished.key);
                 return finished.outcome == JobOutcome::GuardTripped;
             }
         }
-        if start_next {
-            self.start_next(finished.key);
-        }
+        self.start_next(finished.key);
         false
     }
 
-    /// Starts the next job of `key`, skipping jobs whose partition was revoked meanwhile.
+    /// Starts the next job of a lane, skipping jobs whose partition was revoked meanwhile;
+    /// an empty lane ends, and its key's records go to batches again.
     fn start_next(&mut self, key: KeyId) {
         loop {
-            let Some(job) = self.queues.get_mut(&key).and_then(VecDeque::pop_front) else {
-                self.queues.remove(&key);
+            let next = if self.draining {
+                None
+            } else {
+                self.lanes.get_mut(&key).and_then(VecDeque::pop_front)
+            };
+            let Some((job, resume)) = next else {
+                self.drop_lane(&key);
                 return;
             };
             let current = self.assignments().is_current(
@@ -221,33 +455,33 @@ impl Dispatcher<'_> {
                 job.generation,
             );
             if current {
-                self.spawn(key, job);
+                self.spawn_lane(key, job, resume);
                 return;
             }
             self.set_buffered(self.buffered.saturating_sub(1));
         }
     }
 
-    fn drop_queue(&mut self, key: &KeyId) {
-        if let Some(waiting) = self.queues.remove(key) {
+    fn drop_lane(&mut self, key: &KeyId) {
+        if let Some(waiting) = self.lanes.remove(key) {
             self.set_buffered(self.buffered.saturating_sub(waiting.len()));
         }
     }
 
-    fn spawn(&mut self, key: KeyId, job: Job) {
+    fn spawn_lane(&mut self, key: KeyId, job: Job, resume: Option<Resume>) {
         let shared = self.shared.clone();
         let workers = self.workers.clone();
         self.tasks.spawn(async move {
             let outcome = match workers.acquire_owned().await {
-                Ok(_permit) => execute::process(&shared, &job.message).await,
+                Ok(_permit) => execute::process(&shared, &job.message, resume).await,
                 Err(_) => JobOutcome::Abandoned,
             };
-            Finished {
+            Done::Lane(Finished {
                 key,
                 offset: job.message.offset(),
                 generation: job.generation,
                 outcome,
-            }
+            })
         });
     }
 
@@ -262,22 +496,24 @@ impl Dispatcher<'_> {
         }
     }
 
-    /// Lets running jobs finish until `deadline`, starts nothing new, and abandons the
-    /// rest; their offsets stay uncommitted, so the group delivers them again.
+    /// Lets running batches and lane jobs finish until `deadline`, starts nothing new, and
+    /// abandons the rest; their offsets stay uncommitted, so the group delivers them again.
     async fn drain(&mut self, deadline: Duration) {
-        let waiting: Vec<KeyId> = self.queues.keys().cloned().collect();
-        for key in waiting {
-            if let Some(queue) = self.queues.get_mut(&key) {
-                let dropped = std::mem::take(queue).len();
-                self.set_buffered(self.buffered.saturating_sub(dropped));
-            }
+        self.draining = true;
+        let mut dropped = 0;
+        for queue in self.partitions.values_mut().flat_map(HashMap::values_mut) {
+            dropped += std::mem::take(&mut queue.ready).len();
         }
+        for lane in self.lanes.values_mut() {
+            dropped += std::mem::take(lane).len();
+        }
+        self.set_buffered(self.buffered.saturating_sub(dropped));
         let until = tokio::time::Instant::now() + deadline;
         loop {
             tokio::select! {
                 joined = self.tasks.join_next() => match joined {
-                    Some(Ok(finished)) => {
-                        self.finish(finished, false);
+                    Some(Ok(done)) => {
+                        self.done(done);
                     }
                     Some(Err(_)) => {}
                     None => break,
@@ -290,12 +526,13 @@ impl Dispatcher<'_> {
                 }
             }
         }
-        self.queues.clear();
+        self.partitions.clear();
+        self.lanes.clear();
         self.set_buffered(0);
     }
 
     fn set_buffered(&mut self, buffered: usize) {
         self.buffered = buffered;
-        metrics::gauge!(IN_FLIGHT).set(buffered as f64);
+        self.in_flight.set(buffered as f64);
     }
 }

@@ -42,25 +42,30 @@ impl PartitionOffsets {
 }
 
 /// The partitions this consumer holds, each tagged with the generation of its assignment,
-/// so results of work from before a revoke are not stored for a later assignment.
+/// so results of work from before a revoke are not stored for a later assignment. Keyed by
+/// topic first, so the per-record calls look topics up by `&str` and allocate nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Assignments {
-    partitions: HashMap<(String, i32), PartitionOffsets>,
+    partitions: HashMap<String, HashMap<i32, PartitionOffsets>>,
     assigned: BTreeSet<(String, i32)>,
     next_generation: u64,
 }
 
 impl Assignments {
+    fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionOffsets> {
+        self.partitions.get_mut(topic)?.get_mut(&partition)
+    }
+
     /// Registers a received offset; returns the generation to finish it with.
     pub fn received(&mut self, topic: &str, partition: i32, offset: i64) -> u64 {
-        let key = (topic.to_string(), partition);
-        if !self.partitions.contains_key(&key) {
+        if self.get_mut(topic, partition).is_none() {
             self.next_generation += 1;
             self.partitions
-                .insert(key.clone(), PartitionOffsets::new(self.next_generation));
+                .entry(topic.to_string())
+                .or_default()
+                .insert(partition, PartitionOffsets::new(self.next_generation));
         }
-        self.partitions
-            .get_mut(&key)
+        self.get_mut(topic, partition)
             .map(|p| {
                 p.received(offset);
                 p.generation
@@ -76,7 +81,7 @@ impl Assignments {
         generation: u64,
         offset: i64,
     ) -> Option<i64> {
-        let offsets = self.partitions.get_mut(&(topic.to_string(), partition))?;
+        let offsets = self.get_mut(topic, partition)?;
         if offsets.generation != generation {
             return None;
         }
@@ -85,7 +90,8 @@ impl Assignments {
 
     pub fn is_current(&self, topic: &str, partition: i32, generation: u64) -> bool {
         self.partitions
-            .get(&(topic.to_string(), partition))
+            .get(topic)
+            .and_then(|partitions| partitions.get(&partition))
             .is_some_and(|p| p.generation == generation)
     }
 
@@ -95,9 +101,10 @@ impl Assignments {
 
     /// Forgets a revoked partition: work still running for it will not be stored.
     pub fn revoke(&mut self, topic: &str, partition: i32) {
-        let key = (topic.to_string(), partition);
-        self.partitions.remove(&key);
-        self.assigned.remove(&key);
+        if let Some(partitions) = self.partitions.get_mut(topic) {
+            partitions.remove(&partition);
+        }
+        self.assigned.remove(&(topic.to_string(), partition));
     }
 
     /// The partitions assigned to this consumer now.

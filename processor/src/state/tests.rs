@@ -31,7 +31,7 @@ async fn reads_see_the_handlers_own_writes_before_the_committed_state() {
         .await
         .expect("commit");
 
-    let state = TenantState::new(store.clone(), "tenant-a");
+    let state = TenantState::over(store.clone(), "tenant-a", None);
     assert_eq!(state.get::<u64>("count").await.expect("read"), Some(1));
     let value = json!({"title": "Ünïcode ✓", "ratio": 1.5, "tags": ["a", "b"], "n": null});
     state.set("doc", &value).expect("stage");
@@ -50,7 +50,7 @@ async fn reads_see_the_handlers_own_writes_before_the_committed_state() {
         state.get::<String>("count").await,
         Err(StateError::Json(_))
     ));
-    let other_tenant = TenantState::new(store.clone(), "tenant-b");
+    let other_tenant = TenantState::over(store.clone(), "tenant-b", None);
     assert_eq!(other_tenant.get::<u64>("count").await.expect("read"), None);
 
     let taken = state.take_writes();

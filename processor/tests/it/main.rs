@@ -4,6 +4,7 @@ mod dead_letters;
 mod forge;
 mod groups;
 mod lifecycle;
+mod mid_batch;
 mod ordering;
 mod redelivery;
 mod retries;

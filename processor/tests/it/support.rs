@@ -169,6 +169,13 @@ impl Running {
             .expect("processor task")
     }
 
+    /// A crash, in-process: the processor stops wherever it is, finishing, committing and
+    /// storing nothing more.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// SIGTERM, in-process: stop, drain, commit, leave.
     pub async fn stop(self) -> Result<(), ProcessorError> {
         self.shutdown.cancel();

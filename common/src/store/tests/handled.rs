@@ -3,12 +3,15 @@
 use serde_json::{Value, json};
 
 use crate::store::*;
+use crate::with_database;
 
 on_both_backends!(
     an_event_commits_its_state_once,
     state_round_trips_json_values_and_deletions,
     a_batch_commits_in_one_transaction_and_drops_what_was_handled_before,
     one_query_answers_for_every_handler_and_event_of_a_batch,
+    prune_deletes_only_records_older_than_the_cutoff_one_chunk_at_a_time,
+    merged_writes_let_the_later_change_win,
 );
 
 /// The record of `handler` handling the page event at `offset` (its id names the offset).
@@ -176,4 +179,58 @@ async fn one_query_answers_for_every_handler_and_event_of_a_batch(db: &Database)
             .is_empty()
     );
     assert!(store.handled(&["h"], &[]).await.expect("read").is_empty());
+}
+
+async fn prune_deletes_only_records_older_than_the_cutoff_one_chunk_at_a_time(db: &Database) {
+    let store = HandlerStore::new(db.clone());
+    let none = StateWrites::default();
+    let ids: Vec<String> = (0..5).map(|n| format!("event-{n}")).collect();
+    for (offset, id) in ids.iter().enumerate() {
+        assert!(commit_one(&store, page_event("h", id, offset as i64), &none).await);
+    }
+    let now = chrono::Utc::now();
+    // Two records from ten days ago, one from six days ago, two from now.
+    let aged = [
+        ("event-0", now - chrono::Duration::days(10)),
+        ("event-1", now - chrono::Duration::days(10)),
+        ("event-2", now - chrono::Duration::days(6)),
+    ];
+    for (id, at) in aged {
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let sql = match db.backend() {
+            Backend::Postgres => {
+                "UPDATE handled_events SET handled_at = CAST($1 AS TIMESTAMPTZ) WHERE event_id = $2"
+            }
+            Backend::Sqlite => "UPDATE handled_events SET handled_at = $1 WHERE event_id = $2",
+        };
+        with_database!(db, |pool, _sql| {
+            sqlx::query(sql)
+                .bind(&at)
+                .bind(id)
+                .execute(pool)
+                .await
+                .expect("age a record");
+        });
+    }
+    let cutoff = now - chrono::Duration::days(7);
+    assert_eq!(store.prune_handled(cutoff, 1).await.expect("prune"), 1);
+    assert_eq!(store.prune_handled(cutoff, 10).await.expect("prune"), 1);
+    assert_eq!(store.prune_handled(cutoff, 10).await.expect("prune"), 0);
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let left = store.handled(&["h"], &id_refs).await.expect("read");
+    for id in &id_refs[..2] {
+        assert!(!left.contains("h", id), "{id} is past the retention");
+    }
+    for id in &id_refs[2..] {
+        assert!(left.contains("h", id), "{id} is within the retention");
+    }
+}
+
+async fn merged_writes_let_the_later_change_win(_db: &Database) {
+    let mut earlier = writes(&[("a", Some(json!(1))), ("b", Some(json!(2)))]);
+    let later = writes(&[("a", None), ("c", Some(json!(3)))]);
+    earlier.merge(&later);
+    assert_eq!(earlier.get("a"), Some(None));
+    assert_eq!(earlier.get("b"), Some(Some(&json!(2))));
+    assert_eq!(earlier.get("c"), Some(Some(&json!(3))));
 }
