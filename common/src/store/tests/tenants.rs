@@ -184,9 +184,16 @@ async fn disabled_and_uninstalled_in_either_order(db: &Database) {
             )
             .await
             .expect("install");
-        for event in order {
+        // Stamped after the install and one after the other: callbacks stamped in the same
+        // millisecond are ordered by event id, which here would say nothing of arrival.
+        let after_install = chrono::Utc::now().timestamp_millis() + 1;
+        for (n, event) in order.into_iter().enumerate() {
+            let stamp = LifecycleStamp {
+                at_ms: after_install + n as i64,
+                event_id: format!("e{n}"),
+            };
             store
-                .apply_lifecycle(client, event, "e")
+                .apply_lifecycle_at(client, event, &stamp)
                 .await
                 .expect("apply");
         }
