@@ -15,7 +15,7 @@ use clap::Args;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use tenants::Installer;
-use traffic::{Outcome, Traffic};
+use traffic::{Length, Outcome, Traffic};
 use tributary_devkit::{InstallKey, KeyServer};
 
 #[derive(Args, Debug)]
@@ -57,6 +57,14 @@ pub struct LoadgenArgs {
     /// Target is the bare baseline server: no installs, unsigned requests are fine.
     #[arg(long)]
     bare: bool,
+    /// Measure exactly this many requests instead of --duration seconds (and warm up with
+    /// this many unless --warmup is 0), so a profiler's counts divide by a known number.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// A shell command run between the warm-up and the measured load (for example
+    /// `callgrind_control -z`, so a profile holds only the measured requests).
+    #[arg(long)]
+    after_warmup: Option<String>,
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -103,11 +111,21 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         tenants,
         concurrency: args.concurrency,
     });
+    let length = |seconds: u64| match args.requests {
+        Some(n) => Length::Requests(n),
+        None => Length::Time(Duration::from_secs(seconds)),
+    };
     if args.warmup > 0 {
-        traffic
-            .clone()
-            .run(args.rate, Duration::from_secs(args.warmup))
-            .await?;
+        traffic.clone().run(args.rate, length(args.warmup)).await?;
+    }
+    if let Some(command) = &args.after_warmup {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .status()
+            .await
+            .with_context(|| format!("running {command:?}"))?;
+        anyhow::ensure!(status.success(), "{command:?} exited with {status}");
     }
     let before = match &args.processor_metrics {
         Some(url) => Some(prometheus_text::scrape(url).await?),
@@ -115,7 +133,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     };
     let outcome = traffic
         .clone()
-        .run(args.rate, Duration::from_secs(args.duration))
+        .run(args.rate, length(args.duration))
         .await?;
     print_outcome(&args, &outcome);
     if let (Some(url), Some(before)) = (&args.processor_metrics, before) {

@@ -22,6 +22,13 @@ pub struct Outcome {
     pub skipped: u64,
 }
 
+/// How long one run lasts.
+#[derive(Clone, Copy)]
+pub enum Length {
+    Time(Duration),
+    Requests(u64),
+}
+
 pub struct Traffic {
     pub http: reqwest::Client,
     pub target: String,
@@ -36,8 +43,8 @@ struct Shared {
 }
 
 impl Traffic {
-    /// `rate` requests per second (0: as fast as the target answers) for `duration`.
-    pub async fn run(self: Arc<Self>, rate: u64, duration: Duration) -> anyhow::Result<Outcome> {
+    /// `rate` requests per second (0: as fast as the target answers) for `length`.
+    pub async fn run(self: Arc<Self>, rate: u64, length: Length) -> anyhow::Result<Outcome> {
         // Microseconds, up to two minutes, three significant digits.
         let histogram = Histogram::new_with_bounds(1, 120_000_000, 3)?;
         let shared = Arc::new(Shared {
@@ -50,7 +57,11 @@ impl Traffic {
         let mut skipped = 0u64;
         let mut tasks = tokio::task::JoinSet::new();
         let interval = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
-        while start.elapsed() < duration {
+        let more = |sent: u64| match length {
+            Length::Time(duration) => start.elapsed() < duration,
+            Length::Requests(n) => sent < n,
+        };
+        while more(sent) {
             let due = match interval {
                 Some(step) => {
                     let due = start + step.mul_f64(sent as f64 + skipped as f64);
