@@ -65,6 +65,10 @@ pub struct LoadgenArgs {
     /// `callgrind_control -z`, so a profile holds only the measured requests).
     #[arg(long)]
     after_warmup: Option<String>,
+    /// Install the tenants, write a `wrk` Lua script holding one webhook signed for an hour
+    /// to this file, and exit (for `wrk -s FILE TARGET/webhooks/EVENT`).
+    #[arg(long)]
+    wrk_script: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -111,6 +115,21 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         tenants,
         concurrency: args.concurrency,
     });
+    if let Some(file) = &args.wrk_script {
+        let (path, token, body) = traffic
+            .request(0, Some(3600))
+            .context("signing the webhook")?;
+        let script = format!(
+            "-- One pre-signed webhook for {path}, valid for an hour.\n\
+             wrk.method = \"POST\"\n\
+             wrk.body = [==[{body}]==]\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Authorization\"] = \"JWT {token}\"\n"
+        );
+        std::fs::write(file, script).with_context(|| format!("writing {}", file.display()))?;
+        eprintln!("wrote {} for {target}{path}", file.display());
+        return Ok(());
+    }
     let length = |seconds: u64| match args.requests {
         Some(n) => Length::Requests(n),
         None => Length::Time(Duration::from_secs(seconds)),

@@ -122,32 +122,28 @@ impl Traffic {
         })
     }
 
-    async fn send_one(&self, n: u64) -> String {
+    /// The path, the token (valid for `ttl_seconds`) and the body of webhook `n`.
+    pub fn request(&self, n: u64, ttl_seconds: Option<i64>) -> Option<(String, String, String)> {
         let tenant = &self.tenants[(n as usize) % self.tenants.len()];
         let path = format!("/webhooks/{}", self.event);
-        let Ok(token) = Token::from_confluence(&tenant.client_key)
-            .for_request("POST", &path)
-            .hs256(tenant.shared_secret.expose())
-        else {
+        let mut token = Token::from_confluence(&tenant.client_key).for_request("POST", &path);
+        if let Some(ttl) = ttl_seconds {
+            token = token.ttl(ttl);
+        }
+        let token = token.hs256(tenant.shared_secret.expose()).ok()?;
+        Some((path, token, body_of(n).to_string()))
+    }
+
+    async fn send_one(&self, n: u64) -> String {
+        let Some((path, token, body)) = self.request(n, None) else {
             return "sign-error".into();
         };
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let body = json!({
-            "page": {
-                "id": n, "idAsString": n.to_string(), "title": format!("Load test page {n}"),
-                "spaceKey": "LOAD", "creatorAccountId": "557058:loadgen",
-                "lastModifierAccountId": "557058:loadgen", "version": 1,
-                "creationDate": now_ms, "modificationDate": now_ms,
-            },
-            "userAccountId": "557058:loadgen",
-            "accountType": "customer",
-            "timestamp": now_ms,
-        });
         match self
             .http
             .post(format!("{}{path}", self.target))
             .header("authorization", format!("JWT {token}"))
-            .json(&body)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
         {
@@ -156,4 +152,19 @@ impl Traffic {
             Err(_) => "connection-error".into(),
         }
     }
+}
+
+fn body_of(n: u64) -> serde_json::Value {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    json!({
+        "page": {
+            "id": n, "idAsString": n.to_string(), "title": format!("Load test page {n}"),
+            "spaceKey": "LOAD", "creatorAccountId": "557058:loadgen",
+            "lastModifierAccountId": "557058:loadgen", "version": 1,
+            "creationDate": now_ms, "modificationDate": now_ms,
+        },
+        "userAccountId": "557058:loadgen",
+        "accountType": "customer",
+        "timestamp": now_ms,
+    })
 }
