@@ -135,22 +135,27 @@ impl Envelope {
 
     /// The record headers, in a stable order.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            (header::SPEC_VERSION, SPEC_VERSION.to_string()),
-            (header::ID, self.id.clone()),
-            (header::SOURCE, self.source.clone()),
-            (header::TYPE, self.kind.ce_type()),
-            (
-                header::TIME,
-                self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
-            ),
-        ];
-        if let Some(subject) = &self.subject {
-            headers.push((header::SUBJECT, subject.clone()));
-        }
-        headers.push((header::CLIENT_KEY, self.client_key.clone()));
-        headers.push((header::CONTENT_TYPE, self.content_type.clone()));
+        let mut headers = Vec::with_capacity(8);
+        self.for_each_header(|name, value| headers.push((name, value.to_string())));
         headers
+    }
+
+    /// Calls `f` with each record header in the order of [`Self::headers`], lending the
+    /// values rather than copying them.
+    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
+        f(header::SPEC_VERSION, SPEC_VERSION);
+        f(header::ID, &self.id);
+        f(header::SOURCE, &self.source);
+        f(header::TYPE, &self.kind.ce_type());
+        f(
+            header::TIME,
+            &self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+        );
+        if let Some(subject) = &self.subject {
+            f(header::SUBJECT, subject);
+        }
+        f(header::CLIENT_KEY, &self.client_key);
+        f(header::CONTENT_TYPE, &self.content_type);
     }
 
     /// Rebuilds an envelope from a record's key, headers and value.
