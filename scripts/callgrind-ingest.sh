@@ -60,8 +60,10 @@ wait_for() {
   done
   return 1
 }
+# Run in the background: `exec`, so that `$!` is valgrind's own pid, which callgrind_control
+# needs (a backgrounded function is a subshell of its own otherwise).
 callgrind() {
-  valgrind --tool=callgrind --callgrind-out-file="$WORK/$1.callgrind" "${@:2}"
+  exec valgrind --tool=callgrind --callgrind-out-file="$WORK/$1.callgrind" "${@:2}"
 }
 # Sum of the Ir totals of the dumps of one run after the zeroing (normally one file).
 measured_ir() {
@@ -96,6 +98,7 @@ measure() {
   fi
   local ir
   ir=$(measured_ir "$name")
+  [ "$ir" -gt 0 ] || { echo "$name: no callgrind dump after the warm-up" >&2; exit 1; }
   echo "$ir" >"$WORK/$name.ir"
   awk -v n="$name" -v ir="$ir" -v r="$REQUESTS" 'BEGIN {
     printf "%s: %d instructions for %d requests = %.0f instructions per request\n", n, ir, r, ir / r }'
