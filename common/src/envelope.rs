@@ -135,22 +135,27 @@ impl Envelope {
 
     /// The record headers, in a stable order.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            (header::SPEC_VERSION, SPEC_VERSION.to_string()),
-            (header::ID, self.id.clone()),
-            (header::SOURCE, self.source.clone()),
-            (header::TYPE, self.kind.ce_type()),
-            (
-                header::TIME,
-                self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
-            ),
-        ];
-        if let Some(subject) = &self.subject {
-            headers.push((header::SUBJECT, subject.clone()));
-        }
-        headers.push((header::CLIENT_KEY, self.client_key.clone()));
-        headers.push((header::CONTENT_TYPE, self.content_type.clone()));
+        let mut headers = Vec::with_capacity(8);
+        self.for_each_header(|name, value| headers.push((name, value.to_string())));
         headers
+    }
+
+    /// Calls `f` with each record header in the order of [`Self::headers`], lending the
+    /// values rather than copying them.
+    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &str)) {
+        f(header::SPEC_VERSION, SPEC_VERSION);
+        f(header::ID, &self.id);
+        f(header::SOURCE, &self.source);
+        f(header::TYPE, &self.kind.ce_type());
+        f(
+            header::TIME,
+            &self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+        );
+        if let Some(subject) = &self.subject {
+            f(header::SUBJECT, subject);
+        }
+        f(header::CLIENT_KEY, &self.client_key);
+        f(header::CONTENT_TYPE, &self.content_type);
     }
 
     /// Rebuilds an envelope from a record's key, headers and value.
@@ -250,6 +255,293 @@ pub fn subject_of(body: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// What [`read_object_subject`] found in a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonBody {
+    /// A JSON object, and its subject as [`subject_of`] would find it.
+    Object { subject: Option<String> },
+    /// Valid JSON that is not an object.
+    NotObject,
+}
+
+/// Parses `body` as JSON exactly as `serde_json::from_slice::<Value>` would (the same
+/// errors at the same places: every value is visited, strings are checked, nesting is
+/// bounded) but keeps only what [`subject_of`] reads, so no tree of maps and strings is
+/// built for a body that travels on as bytes.
+pub fn read_object_subject(body: &[u8]) -> Result<JsonBody, serde_json::Error> {
+    serde_json::from_slice::<subject_scan::Top>(body).map(|top| top.0)
+}
+
+mod subject_scan {
+    //! Visitors that walk a JSON document once. Each keeps, as a `Value` map would, the last
+    //! value of a repeated key.
+
+    use std::fmt;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::Number;
+
+    use super::JsonBody;
+
+    const ENTITIES: [&str; 5] = ["page", "blog", "comment", "attachment", "content"];
+
+    pub struct Top(pub JsonBody);
+
+    /// Any value, visited fully and dropped.
+    struct Skip;
+
+    /// A key of interest, by index, or none.
+    struct Key(Option<usize>);
+
+    struct KeySeed(&'static [&'static str]);
+
+    /// An entity object's ids: `idAsString` when a string, `id` when a string or a number.
+    #[derive(Default)]
+    struct Entity {
+        id_as_string: Option<String>,
+        id: Option<String>,
+    }
+
+    /// A scalar kept as text when it is a string (and, with `numbers`, a number).
+    struct Text {
+        value: Option<String>,
+    }
+
+    struct TextVisitor {
+        numbers: bool,
+    }
+
+    /// `space.key` when a string.
+    struct Space(Option<String>);
+
+    /// `Some` when the value is an object.
+    struct Maybe<T>(Option<T>);
+
+    macro_rules! scalars_are {
+        ($value:expr) => {
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok($value)
+            }
+        };
+    }
+
+    impl<'de> Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Skip;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                scalars_are!(Skip);
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                    while map.next_entry::<Skip, Skip>()?.is_some() {}
+                    Ok(Skip)
+                }
+            }
+            deserializer.deserialize_any(V)
+        }
+    }
+
+    impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+        type Value = Key;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+            struct V(&'static [&'static str]);
+            impl<'de> Visitor<'de> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                    Ok(Key(self.0.iter().position(|name| *name == key)))
+                }
+            }
+            deserializer.deserialize_any(V(self.0))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(TextVisitor { numbers: false })
+        }
+    }
+
+    fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        deserializer.deserialize_any(TextVisitor { numbers: true })
+    }
+
+    impl<'de> Visitor<'de> for TextVisitor {
+        type Value = Text;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+            Ok(Text { value: None })
+        }
+        fn visit_i64<E>(self, n: i64) -> Result<Text, E> {
+            Ok(self.number(Some(Number::from(n))))
+        }
+        fn visit_u64<E>(self, n: u64) -> Result<Text, E> {
+            Ok(self.number(Some(Number::from(n))))
+        }
+        fn visit_f64<E>(self, n: f64) -> Result<Text, E> {
+            Ok(self.number(Number::from_f64(n)))
+        }
+        fn visit_str<E>(self, text: &str) -> Result<Text, E> {
+            Ok(Text {
+                value: Some(text.to_string()),
+            })
+        }
+        fn visit_unit<E>(self) -> Result<Text, E> {
+            Ok(Text { value: None })
+        }
+        fn visit_none<E>(self) -> Result<Text, E> {
+            Ok(Text { value: None })
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+            while seq.next_element::<Skip>()?.is_some() {}
+            Ok(Text { value: None })
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(Text { value: None })
+        }
+    }
+
+    impl TextVisitor {
+        fn number(&self, n: Option<Number>) -> Text {
+            Text {
+                value: n.filter(|_| self.numbers).map(|n| n.to_string()),
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Maybe<Entity> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Maybe<Entity>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                scalars_are!(Maybe(None));
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut entity = Entity::default();
+                    while let Some(Key(index)) =
+                        map.next_key_seed(KeySeed(&["idAsString", "id"]))?
+                    {
+                        match index {
+                            Some(0) => entity.id_as_string = map.next_value::<Text>()?.value,
+                            Some(_) => {
+                                entity.id = map.next_value_seed(TextOrNumber)?.value;
+                            }
+                            None => {
+                                map.next_value::<Skip>()?;
+                            }
+                        }
+                    }
+                    Ok(Maybe(Some(entity)))
+                }
+            }
+            deserializer.deserialize_any(V)
+        }
+    }
+
+    struct TextOrNumber;
+
+    impl<'de> serde::de::DeserializeSeed<'de> for TextOrNumber {
+        type Value = Text;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Text, D::Error> {
+            text_or_number(deserializer)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Space {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Space;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                scalars_are!(Space(None));
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Space, A::Error> {
+                    let mut key = None;
+                    while let Some(Key(index)) = map.next_key_seed(KeySeed(&["key"]))? {
+                        match index {
+                            Some(_) => key = map.next_value::<Text>()?.value,
+                            None => {
+                                map.next_value::<Skip>()?;
+                            }
+                        }
+                    }
+                    Ok(Space(key))
+                }
+            }
+            deserializer.deserialize_any(V)
+        }
+    }
+
+    const TOP_KEYS: [&str; 6] = ["page", "blog", "comment", "attachment", "content", "space"];
+
+    impl<'de> Deserialize<'de> for Top {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Top;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                scalars_are!(Top(JsonBody::NotObject));
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+                    let mut entities: [Option<Entity>; ENTITIES.len()] = Default::default();
+                    let mut space = None;
+                    while let Some(Key(index)) = map.next_key_seed(KeySeed(&TOP_KEYS))? {
+                        match index {
+                            Some(i) if i < ENTITIES.len() => {
+                                entities[i] = map.next_value::<Maybe<Entity>>()?.0;
+                            }
+                            Some(_) => space = map.next_value::<Space>()?.0,
+                            None => {
+                                map.next_value::<Skip>()?;
+                            }
+                        }
+                    }
+                    let subject = entities
+                        .into_iter()
+                        .flatten()
+                        .find_map(|entity| entity.id_as_string.or(entity.id))
+                        .or(space);
+                    Ok(Top(JsonBody::Object { subject }))
+                }
+            }
+            deserializer.deserialize_any(V)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,5 +633,60 @@ mod tests {
             Some("DEV")
         );
         assert_eq!(subject_of(&serde_json::json!({"user": {}})), None);
+    }
+
+    /// The one-pass reader answers what parsing into a `Value` and `subject_of` answer, and
+    /// fails where that parse fails, at the same place.
+    #[test]
+    fn one_pass_subjects_match_value_parsing() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let bodies: Vec<&[u8]> = vec![
+            br#"{"page": {"id": 7}}"#,
+            br#"{"page": {"id": -7}}"#,
+            br#"{"page": {"id": 7.5e3}}"#,
+            br#"{"page": {"id": -0}}"#,
+            br#"{"page": {"id": 18446744073709551615}}"#,
+            br#"{"page": {"id": true}, "blog": {"idAsString": "b"}}"#,
+            br#"{"page": 5, "comment": {"id": "c"}}"#,
+            br#"{"page": {"idAsString": "a"}, "page": {"id": 3}}"#,
+            br#"{"page": {"idAsString": "a", "idAsString": 1, "id": null}}"#,
+            br#"{"content": {"id": {"x": 1}}, "space": {"key": "K", "key": "L"}}"#,
+            br#"{"space": {"key": 1}}"#,
+            br#"{"space": ["key"], "attachment": {"id": "at", "idAsString": "s"}}"#,
+            br#"{"pa\u0067e": {"id\u0041sString": "escaped"}}"#,
+            br#"{"user": {"nested": [1, {"page": {"id": 1}}]}}"#,
+            br#"{}"#,
+            b"[1, 2]",
+            b"\"text\"",
+            b"12",
+            b"null",
+            b"",
+            b"{",
+            b"{\"page\": {\"id\": 1}} trailing",
+            b"{\"a\": \"\xff\"}",
+            b"{\"a\": \"\\ud800\"}",
+            b"{\"a\": 1e400}",
+            b"{\"a\": [1, 2,]}",
+            deep.as_bytes(),
+        ];
+        for body in bodies {
+            let expected = serde_json::from_slice::<Value>(body).map(|value| match value {
+                Value::Object(_) => JsonBody::Object {
+                    subject: subject_of(&value),
+                },
+                _ => JsonBody::NotObject,
+            });
+            let got = read_object_subject(body);
+            let text = String::from_utf8_lossy(body);
+            match (expected, got) {
+                (Ok(expected), Ok(got)) => assert_eq!(got, expected, "{text}"),
+                (Err(expected), Err(got)) => assert_eq!(
+                    (got.classify(), got.line(), got.column()),
+                    (expected.classify(), expected.line(), expected.column()),
+                    "{text}"
+                ),
+                (expected, got) => panic!("{text}: expected {expected:?}, got {got:?}"),
+            }
+        }
     }
 }

@@ -1,14 +1,16 @@
 //! The edge every source's routes go through: the in-flight bound, request metrics, and one
 //! log line per refusal.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::rejection::{Refused, Rejection};
@@ -46,27 +48,73 @@ impl RouteLabels {
         }
     }
 
-    fn event(&self, path: &str) -> String {
+    fn event<'a>(&self, path: &'a str) -> &'a str
+    where
+        Self: 'a,
+    {
         match &self.event {
-            EventLabel::Fixed(event) => event.to_string(),
+            EventLabel::Fixed(event) => event,
             EventLabel::LastSegment(known) => {
                 let name = path.rsplit('/').next().unwrap_or_default();
-                if known(name) {
-                    name.to_string()
-                } else {
-                    "unknown".to_string()
-                }
+                if known(name) { name } else { "unknown" }
             }
         }
     }
 }
 
-pub fn broker_ack(elapsed: Duration) {
-    metrics::histogram!(BROKER_ACK_DURATION_SECONDS).record(elapsed.as_secs_f64());
+/// Metric handles registered on first use and kept: looking a handle up builds and hashes
+/// its key (and copies its labels) every time, which a request should not pay for. Each
+/// series still appears when it is first recorded, as before.
+pub struct Lazy<T>(OnceLock<T>);
+
+impl<T> Default for Lazy<T> {
+    fn default() -> Self {
+        Lazy(OnceLock::new())
+    }
 }
 
-pub fn published(event: &str) {
-    metrics::counter!(EVENTS_PUBLISHED_TOTAL, "event" => event.to_string()).increment(1);
+impl<T> Lazy<T> {
+    pub fn get(&self, register: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(register)
+    }
+}
+
+/// One `event` label value of a route and its request counters, one per outcome.
+struct EventMetrics {
+    name: String,
+    requests: [Lazy<Counter>; OUTCOMES.len()],
+}
+
+const OUTCOMES: [&str; 4] = ["accepted", "unavailable", "rejected", "error"];
+
+/// The handles of one route. The `event` values are bounded by [`EventLabel`], so the map is.
+#[derive(Default)]
+struct RouteMetrics {
+    duration: Lazy<Histogram>,
+    events: Mutex<HashMap<String, Arc<EventMetrics>>>,
+}
+
+impl RouteMetrics {
+    fn event(&self, name: &str) -> Arc<EventMetrics> {
+        let Ok(mut events) = self.events.lock() else {
+            return Arc::new(EventMetrics::new(name));
+        };
+        if let Some(event) = events.get(name) {
+            return event.clone();
+        }
+        let event = Arc::new(EventMetrics::new(name));
+        events.insert(name.to_string(), event.clone());
+        event
+    }
+}
+
+impl EventMetrics {
+    fn new(name: &str) -> Self {
+        EventMetrics {
+            name: name.to_string(),
+            requests: Default::default(),
+        }
+    }
 }
 
 /// The edge shared by every route of every source: one in-flight bound for the whole
@@ -78,6 +126,7 @@ pub struct EdgeLayers {
 
 struct EdgeShared {
     in_flight: Arc<Semaphore>,
+    in_flight_gauge: Lazy<Gauge>,
     retry_after: HeaderValue,
 }
 
@@ -86,6 +135,7 @@ impl EdgeLayers {
         EdgeLayers {
             shared: Arc::new(EdgeShared {
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
+                in_flight_gauge: Lazy::default(),
                 retry_after: HeaderValue::from(retry_after_seconds),
             }),
         }
@@ -100,6 +150,7 @@ impl EdgeLayers {
             Edge {
                 labels,
                 shared: self.shared.clone(),
+                metrics: Arc::default(),
             },
             edge,
         ))
@@ -111,47 +162,60 @@ impl EdgeLayers {
 struct Edge {
     labels: RouteLabels,
     shared: Arc<EdgeShared>,
+    metrics: Arc<RouteMetrics>,
 }
 
 /// Holds one in-flight slot; the gauge follows it even when a request is abandoned.
 struct InFlight {
     _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
 }
 
 impl InFlight {
-    fn new(permit: OwnedSemaphorePermit) -> Self {
-        metrics::gauge!(IN_FLIGHT_REQUESTS).increment(1.0);
-        InFlight { _permit: permit }
+    fn new(permit: OwnedSemaphorePermit, gauge: &Lazy<Gauge>) -> Self {
+        let gauge = gauge.get(|| metrics::gauge!(IN_FLIGHT_REQUESTS)).clone();
+        gauge.increment(1.0);
+        InFlight {
+            _permit: permit,
+            gauge,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT_REQUESTS).decrement(1.0);
+        self.gauge.decrement(1.0);
     }
 }
 
 async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let event = edge.labels.event(request.uri().path());
+    let event = edge.metrics.event(edge.labels.event(request.uri().path()));
     let response = match edge.shared.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
-            let _slot = InFlight::new(permit);
+            let _slot = InFlight::new(permit, &edge.shared.in_flight_gauge);
             next.run(request).await
         }
         Err(_) => Rejection::Overloaded.into_response(),
     };
-    finish(&edge, event, response, started)
+    finish(&edge, &event, response, started)
 }
 
-fn finish(edge: &Edge, event: String, mut response: Response, started: Instant) -> Response {
+fn finish(
+    edge: &Edge,
+    event_metrics: &EventMetrics,
+    mut response: Response,
+    started: Instant,
+) -> Response {
     let status = response.status();
-    let outcome = match status {
-        s if s.is_success() => "accepted",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_client_error() => "rejected",
-        _ => "error",
+    let outcome_index = match status {
+        s if s.is_success() => 0,
+        StatusCode::SERVICE_UNAVAILABLE => 1,
+        s if s.is_client_error() => 2,
+        _ => 3,
     };
+    let outcome = OUTCOMES[outcome_index];
+    let event = &event_metrics.name;
     let route = edge.labels.route;
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
@@ -166,9 +230,14 @@ fn finish(edge: &Edge, event: String, mut response: Response, started: Instant) 
             tracing::info!(route, event = %event, status = status.as_u16(), code = refused.code, detail = %refused.detail, "request refused");
         }
     }
-    metrics::counter!(REQUESTS_TOTAL, "route" => route, "event" => event, "outcome" => outcome)
+    event_metrics.requests[outcome_index]
+        .get(|| {
+            metrics::counter!(REQUESTS_TOTAL, "route" => route, "event" => event.clone(), "outcome" => outcome)
+        })
         .increment(1);
-    metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route)
+    edge.metrics
+        .duration
+        .get(|| metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route))
         .record(started.elapsed().as_secs_f64());
     response
 }

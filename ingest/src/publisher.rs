@@ -1,7 +1,10 @@
 //! Publishing envelopes to Kafka and waiting, within a bound, for the broker's acknowledgement.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Histogram};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tributary_common::Config;
@@ -9,7 +12,7 @@ use tributary_common::envelope::Envelope;
 use tributary_common::kafka::{durable_producer_config, envelope_headers};
 
 use crate::kafka_log::RateLimitedLog;
-use crate::observe;
+use crate::observe::{self, Lazy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -24,6 +27,31 @@ pub enum PublishError {
 pub struct Publisher {
     producer: FutureProducer<RateLimitedLog>,
     timeout: Duration,
+    metrics: Arc<PublishMetrics>,
+}
+
+/// Handles kept rather than looked up per record; the event names are the bounded set of
+/// routed events.
+#[derive(Default)]
+struct PublishMetrics {
+    broker_ack: Lazy<Histogram>,
+    published: Mutex<HashMap<String, Counter>>,
+}
+
+impl PublishMetrics {
+    fn published(&self, event: &str) {
+        let Ok(mut published) = self.published.lock() else {
+            return;
+        };
+        match published.get(event) {
+            Some(counter) => counter.increment(1),
+            None => {
+                let counter = metrics::counter!(observe::EVENTS_PUBLISHED_TOTAL, "event" => event.to_string());
+                counter.increment(1);
+                published.insert(event.to_string(), counter);
+            }
+        }
+    }
 }
 
 impl Publisher {
@@ -32,6 +60,7 @@ impl Publisher {
         Ok(Publisher {
             producer: client.create_with_context(RateLimitedLog::default())?,
             timeout: Duration::from_millis(config.ingest_publish_timeout_ms),
+            metrics: Arc::default(),
         })
     }
 
@@ -45,12 +74,15 @@ impl Publisher {
         let started = Instant::now();
         let sent =
             tokio::time::timeout(self.timeout, self.producer.send(record, Duration::ZERO)).await;
-        observe::broker_ack(started.elapsed());
+        self.metrics
+            .broker_ack
+            .get(|| metrics::histogram!(observe::BROKER_ACK_DURATION_SECONDS))
+            .record(started.elapsed().as_secs_f64());
         match sent {
             Err(_) => Err(PublishError::Timeout(self.timeout)),
             Ok(Err((err, _))) => Err(PublishError::Kafka(err)),
             Ok(Ok(_)) => {
-                observe::published(envelope.kind.name());
+                self.metrics.published(envelope.kind.name());
                 Ok(())
             }
         }

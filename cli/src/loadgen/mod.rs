@@ -15,7 +15,7 @@ use clap::Args;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use tenants::Installer;
-use traffic::{Outcome, Traffic};
+use traffic::{Length, Outcome, Traffic};
 use tributary_devkit::{InstallKey, KeyServer};
 
 #[derive(Args, Debug)]
@@ -57,6 +57,18 @@ pub struct LoadgenArgs {
     /// Target is the bare baseline server: no installs, unsigned requests are fine.
     #[arg(long)]
     bare: bool,
+    /// Measure exactly this many requests instead of --duration seconds (and warm up with
+    /// this many unless --warmup is 0), so a profiler's counts divide by a known number.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// A shell command run between the warm-up and the measured load (for example
+    /// `callgrind_control -z`, so a profile holds only the measured requests).
+    #[arg(long)]
+    after_warmup: Option<String>,
+    /// Install the tenants, write a `wrk` Lua script holding one webhook signed for an hour
+    /// to this file, and exit (for `wrk -s FILE TARGET/webhooks/EVENT`).
+    #[arg(long)]
+    wrk_script: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -103,11 +115,36 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         tenants,
         concurrency: args.concurrency,
     });
+    if let Some(file) = &args.wrk_script {
+        let (path, token, body) = traffic
+            .request(0, Some(3600))
+            .context("signing the webhook")?;
+        let script = format!(
+            "-- One pre-signed webhook for {path}, valid for an hour.\n\
+             wrk.method = \"POST\"\n\
+             wrk.body = [==[{body}]==]\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Authorization\"] = \"JWT {token}\"\n"
+        );
+        std::fs::write(file, script).with_context(|| format!("writing {}", file.display()))?;
+        eprintln!("wrote {} for {target}{path}", file.display());
+        return Ok(());
+    }
+    let length = |seconds: u64| match args.requests {
+        Some(n) => Length::Requests(n),
+        None => Length::Time(Duration::from_secs(seconds)),
+    };
     if args.warmup > 0 {
-        traffic
-            .clone()
-            .run(args.rate, Duration::from_secs(args.warmup))
-            .await?;
+        traffic.clone().run(args.rate, length(args.warmup)).await?;
+    }
+    if let Some(command) = &args.after_warmup {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .status()
+            .await
+            .with_context(|| format!("running {command:?}"))?;
+        anyhow::ensure!(status.success(), "{command:?} exited with {status}");
     }
     let before = match &args.processor_metrics {
         Some(url) => Some(prometheus_text::scrape(url).await?),
@@ -115,7 +152,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     };
     let outcome = traffic
         .clone()
-        .run(args.rate, Duration::from_secs(args.duration))
+        .run(args.rate, length(args.duration))
         .await?;
     print_outcome(&args, &outcome);
     if let (Some(url), Some(before)) = (&args.processor_metrics, before) {

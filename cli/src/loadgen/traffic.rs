@@ -22,6 +22,13 @@ pub struct Outcome {
     pub skipped: u64,
 }
 
+/// How long one run lasts.
+#[derive(Clone, Copy)]
+pub enum Length {
+    Time(Duration),
+    Requests(u64),
+}
+
 pub struct Traffic {
     pub http: reqwest::Client,
     pub target: String,
@@ -36,8 +43,8 @@ struct Shared {
 }
 
 impl Traffic {
-    /// `rate` requests per second (0: as fast as the target answers) for `duration`.
-    pub async fn run(self: Arc<Self>, rate: u64, duration: Duration) -> anyhow::Result<Outcome> {
+    /// `rate` requests per second (0: as fast as the target answers) for `length`.
+    pub async fn run(self: Arc<Self>, rate: u64, length: Length) -> anyhow::Result<Outcome> {
         // Microseconds, up to two minutes, three significant digits.
         let histogram = Histogram::new_with_bounds(1, 120_000_000, 3)?;
         let shared = Arc::new(Shared {
@@ -50,7 +57,11 @@ impl Traffic {
         let mut skipped = 0u64;
         let mut tasks = tokio::task::JoinSet::new();
         let interval = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
-        while start.elapsed() < duration {
+        let more = |sent: u64| match length {
+            Length::Time(duration) => start.elapsed() < duration,
+            Length::Requests(n) => sent < n,
+        };
+        while more(sent) {
             let due = match interval {
                 Some(step) => {
                     let due = start + step.mul_f64(sent as f64 + skipped as f64);
@@ -111,32 +122,28 @@ impl Traffic {
         })
     }
 
-    async fn send_one(&self, n: u64) -> String {
+    /// The path, the token (valid for `ttl_seconds`) and the body of webhook `n`.
+    pub fn request(&self, n: u64, ttl_seconds: Option<i64>) -> Option<(String, String, String)> {
         let tenant = &self.tenants[(n as usize) % self.tenants.len()];
         let path = format!("/webhooks/{}", self.event);
-        let Ok(token) = Token::from_confluence(&tenant.client_key)
-            .for_request("POST", &path)
-            .hs256(tenant.shared_secret.expose())
-        else {
+        let mut token = Token::from_confluence(&tenant.client_key).for_request("POST", &path);
+        if let Some(ttl) = ttl_seconds {
+            token = token.ttl(ttl);
+        }
+        let token = token.hs256(tenant.shared_secret.expose()).ok()?;
+        Some((path, token, body_of(n).to_string()))
+    }
+
+    async fn send_one(&self, n: u64) -> String {
+        let Some((path, token, body)) = self.request(n, None) else {
             return "sign-error".into();
         };
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let body = json!({
-            "page": {
-                "id": n, "idAsString": n.to_string(), "title": format!("Load test page {n}"),
-                "spaceKey": "LOAD", "creatorAccountId": "557058:loadgen",
-                "lastModifierAccountId": "557058:loadgen", "version": 1,
-                "creationDate": now_ms, "modificationDate": now_ms,
-            },
-            "userAccountId": "557058:loadgen",
-            "accountType": "customer",
-            "timestamp": now_ms,
-        });
         match self
             .http
             .post(format!("{}{path}", self.target))
             .header("authorization", format!("JWT {token}"))
-            .json(&body)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
         {
@@ -145,4 +152,19 @@ impl Traffic {
             Err(_) => "connection-error".into(),
         }
     }
+}
+
+fn body_of(n: u64) -> serde_json::Value {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    json!({
+        "page": {
+            "id": n, "idAsString": n.to_string(), "title": format!("Load test page {n}"),
+            "spaceKey": "LOAD", "creatorAccountId": "557058:loadgen",
+            "lastModifierAccountId": "557058:loadgen", "version": 1,
+            "creationDate": now_ms, "modificationDate": now_ms,
+        },
+        "userAccountId": "557058:loadgen",
+        "accountType": "customer",
+        "timestamp": now_ms,
+    })
 }

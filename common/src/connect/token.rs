@@ -145,12 +145,45 @@ impl<'a> UnverifiedToken<'a> {
         now: i64,
         leeway_seconds: u64,
     ) -> Result<VerifiedToken, AuthError> {
+        self.check_hs256(secret, request, policy, now, leeway_seconds)?;
+        Ok(self.verified())
+    }
+
+    /// The checks of [`Self::verify_hs256`] without building the verified claims, for a
+    /// caller that may check one token against more than one secret and then keeps it with
+    /// [`Self::into_verified`].
+    pub fn check_hs256(
+        &self,
+        secret: &SharedSecret,
+        request: RequestTarget<'_>,
+        policy: QshPolicy,
+        now: i64,
+        leeway_seconds: u64,
+    ) -> Result<(), AuthError> {
         self.require_algorithm(Algorithm::HS256)?;
         self.verify_signature(
             &DecodingKey::from_secret(secret.expose().as_bytes()),
             Algorithm::HS256,
         )?;
-        self.verify_time_and_qsh(request, policy, now, leeway_seconds)
+        self.check_time_and_qsh(request, policy, now, leeway_seconds)
+    }
+
+    /// The claims of a token whose checks passed, moved rather than copied.
+    pub fn into_verified(self) -> VerifiedToken {
+        VerifiedToken {
+            subject: self
+                .claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            context: self.claims.get("context").cloned(),
+            issuer: self.issuer,
+            claims: self.claims,
+        }
+    }
+
+    fn verified(&self) -> VerifiedToken {
+        self.clone().into_verified()
     }
 
     pub(crate) fn verify_signature(
@@ -163,7 +196,8 @@ impl<'a> UnverifiedToken<'a> {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        match jsonwebtoken::decode::<Map<String, Value>>(self.raw, key, &validation) {
+        // The claims were decoded by `parse` already; here they are only skipped over.
+        match jsonwebtoken::decode::<serde::de::IgnoredAny>(self.raw, key, &validation) {
             Ok(_) => Ok(()),
             Err(err) => match err.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => Err(AuthError::BadSignature),
@@ -182,6 +216,17 @@ impl<'a> UnverifiedToken<'a> {
         now: i64,
         leeway_seconds: u64,
     ) -> Result<VerifiedToken, AuthError> {
+        self.check_time_and_qsh(request, policy, now, leeway_seconds)?;
+        Ok(self.verified())
+    }
+
+    fn check_time_and_qsh(
+        &self,
+        request: RequestTarget<'_>,
+        policy: QshPolicy,
+        now: i64,
+        leeway_seconds: u64,
+    ) -> Result<(), AuthError> {
         self.check_times(now, leeway_seconds)?;
         let claimed = self
             .claims
@@ -202,16 +247,7 @@ impl<'a> UnverifiedToken<'a> {
                 return Err(AuthError::QshMismatch);
             }
         }
-        Ok(VerifiedToken {
-            issuer: self.issuer.clone(),
-            subject: self
-                .claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            context: self.claims.get("context").cloned(),
-            claims: self.claims.clone(),
-        })
+        Ok(())
     }
 
     /// `exp` (with leeway) and, when present, `iat` against `now`.

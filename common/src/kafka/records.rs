@@ -6,15 +6,16 @@ use crate::envelope::{Envelope, EnvelopeError};
 
 /// The record headers of an envelope.
 pub fn envelope_headers(envelope: &Envelope) -> OwnedHeaders {
-    envelope
-        .headers()
-        .into_iter()
-        .fold(OwnedHeaders::new(), |headers, (key, value)| {
-            headers.insert(Header {
+    let mut headers = Some(OwnedHeaders::new_with_capacity(8));
+    envelope.for_each_header(|key, value| {
+        headers = headers.take().map(|h| {
+            h.insert(Header {
                 key,
                 value: Some(value.as_bytes()),
             })
-        })
+        });
+    });
+    headers.unwrap_or_default()
 }
 
 /// Rebuilds the envelope carried by a consumed record.

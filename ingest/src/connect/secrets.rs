@@ -162,6 +162,9 @@ impl TenantSecrets {
             self.cache.invalidate(client_key).await;
         } else if self.unknown.contains_key(client_key) {
             return Ok(None);
+        } else if let Some(cached) = self.cache.get(client_key).await {
+            // The common case, without the key copy and loader an entry lookup builds.
+            return Ok(Some((cached, false)));
         }
         let store = self.store.clone();
         let key = client_key.to_string();
@@ -222,7 +225,7 @@ impl TenantSecrets {
                 .lookup(token.issuer(), reload)
                 .await?
                 .ok_or(AuthError::UnknownIssuer)?;
-            let verified = token.verify_hs256(
+            let verified = token.check_hs256(
                 &tenant.secret,
                 request,
                 QshPolicy::RequestOnly,
@@ -239,7 +242,7 @@ impl TenantSecrets {
                     reload = true
                 }
                 Err(err) => return Err(err),
-                Ok(_)
+                Ok(())
                     if tenant.status == TenantStatus::Uninstalled
                         && uninstalled == Uninstalled::Refuse =>
                 {
@@ -249,7 +252,7 @@ impl TenantSecrets {
                         return Err(AuthError::TenantUninstalled);
                     }
                 }
-                Ok(verified) => return Ok((verified, tenant)),
+                Ok(()) => return Ok((token.into_verified(), tenant)),
             }
         }
     }

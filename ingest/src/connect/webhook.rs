@@ -5,9 +5,8 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use serde_json::Value;
 use tributary_common::connect::{AuthError, RequestTarget};
-use tributary_common::envelope::{Envelope, EventKind, subject_of};
+use tributary_common::envelope::{Envelope, EventKind, JsonBody, read_object_subject};
 
 use super::secrets::Uninstalled;
 use super::{ConnectState, token_of};
@@ -47,24 +46,24 @@ pub async fn webhook(
         )
         .await?;
     let body = read_limited(body, app.max_body).await?;
-    let json: Value = serde_json::from_slice(&body).map_err(|e| {
+    let subject = match read_object_subject(&body).map_err(|e| {
         Rejection::MalformedBody(format!(
             "not JSON ({:?} error at line {}, column {})",
             e.classify(),
             e.line(),
             e.column()
         ))
-    })?;
-    if !json.is_object() {
-        return Err(Rejection::MalformedBody("not a JSON object".into()));
-    }
+    })? {
+        JsonBody::Object { subject } => subject,
+        JsonBody::NotObject => return Err(Rejection::MalformedBody("not a JSON object".into())),
+    };
     let envelope = Envelope::new(
         EventKind::Webhook(event.clone()),
         &verified.issuer,
         &tenant.base_url,
         body,
     )
-    .with_subject(subject_of(&json));
+    .with_subject(subject);
     app.publish(&envelope).await?;
     Ok(accepted(&envelope))
 }
