@@ -99,11 +99,19 @@ pub struct Refused {
     pub detail: String,
 }
 
+impl Refused {
+    /// The answer every source gives a refused request: `{"error": "<code>"}` with `status`,
+    /// carrying the refusal for the edge layer.
+    pub fn respond(status: StatusCode, code: &'static str, detail: String) -> Response {
+        let mut response = (status, Json(serde_json::json!({ "error": code }))).into_response();
+        response.extensions_mut().insert(Refused { code, detail });
+        response
+    }
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let code = self.code();
-        let mut response =
-            (self.status(), Json(serde_json::json!({ "error": code }))).into_response();
+        let mut response = Refused::respond(self.status(), self.code(), self.to_string());
         if matches!(self, Rejection::BodyTimeout | Rejection::BodyTooLarge) {
             // The rest of a slow or oversize body is not worth reading, so the connection
             // cannot carry another request: say so, and no client reuses it.
@@ -112,10 +120,6 @@ impl IntoResponse for Rejection {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
-        response.extensions_mut().insert(Refused {
-            code,
-            detail: self.to_string(),
-        });
         response
     }
 }

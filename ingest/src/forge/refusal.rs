@@ -2,7 +2,6 @@
 //! its stable code, answered like the Connect routes answer (`{"error": "<code>"}`, counted
 //! and logged by the edge).
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tributary_common::forge::ForgeAuthError;
@@ -41,14 +40,7 @@ impl IntoResponse for ForgeRefusal {
         if let ForgeRefusal::Edge(err) = self {
             return err.into_response();
         }
-        let code = self.code();
-        let mut response =
-            (self.status(), Json(serde_json::json!({ "error": code }))).into_response();
-        response.extensions_mut().insert(Refused {
-            code,
-            detail: self.to_string(),
-        });
-        response
+        Refused::respond(self.status(), self.code(), self.to_string())
     }
 }
 
