@@ -167,8 +167,20 @@ fn dev_demo_shows_the_round_trip_and_stops_cleanly_on_ctrl_c() {
         ),
         banner_url(&seen, "descriptor")
     );
-    let (status, metrics) = get(&banner_url(&seen, "metrics"));
-    assert_eq!(status, 200);
+    // The handler's log lines come before its batch commits, and the handled counter
+    // counts at the commit: the counter may trail the lines by a moment.
+    let metrics_url = banner_url(&seen, "metrics");
+    let metrics_by = Instant::now() + ROUND_TRIP_DEADLINE;
+    let metrics = loop {
+        let (status, metrics) = get(&metrics_url);
+        assert_eq!(status, 200);
+        if metrics.contains("tributary_processor_events_handled_total")
+            || Instant::now() >= metrics_by
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(metrics.contains("tributary_ingest_"), "{metrics}");
     assert!(
         metrics.contains("tributary_processor_events_handled_total"),
