@@ -9,13 +9,13 @@ mod dlq;
 mod embedded_broker;
 mod loadgen;
 mod probe;
+mod tenants;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tributary_common::Config;
-use tributary_common::store::{self, TenantStore};
+use tributary_common::store;
 
 #[derive(Parser)]
 #[command(name = "tributary", version, about = "Operate a Tributary deployment")]
@@ -94,7 +94,8 @@ enum ForgeCommand {
 
 #[derive(Subcommand)]
 enum TenantsCommand {
-    /// List tenants with their status.
+    /// List tenants with their status, any Confluence quota pause holding their calls back
+    /// and how many of their events are parked until a retry is due.
     List {
         /// Print JSON lines instead of a table.
         #[arg(long)]
@@ -157,41 +158,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Dev(_)
         | Command::DemoSite(_)
         | Command::DevKey { .. } => {}
-        Command::Tenants { command } => {
-            let db = store::connect(&config)
-                .await
-                .context("connecting to the database")?;
-            let tenants = TenantStore::new(db, config.secret_keyring()?.clone());
-            match command {
-                TenantsCommand::List { json } => {
-                    let list = tenants.list().await?;
-                    if json {
-                        for tenant in &list {
-                            println!("{}", serde_json::to_string(tenant)?);
-                        }
-                    } else {
-                        println!(
-                            "{:<40} {:<12} {:<20} BASE URL",
-                            "CLIENT KEY", "STATUS", "UPDATED"
-                        );
-                        for t in &list {
-                            println!(
-                                "{:<40} {:<12} {:<20} {}",
-                                t.client_key,
-                                t.status,
-                                t.updated_at.format("%Y-%m-%d %H:%M:%S"),
-                                t.base_url
-                            );
-                        }
-                        println!("{} tenant(s)", list.len());
-                    }
-                }
-                TenantsCommand::Reencrypt => {
-                    let changed = tenants.reencrypt_secrets().await?;
-                    println!("re-encrypted {changed} secret(s) under the current key");
-                }
-            }
-        }
+        Command::Tenants { command } => match command {
+            TenantsCommand::List { json } => tenants::list(&config, json).await?,
+            TenantsCommand::Reencrypt => tenants::reencrypt(&config).await?,
+        },
     }
     Ok(())
 }

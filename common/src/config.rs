@@ -116,6 +116,7 @@ pub struct Config {
     pub processor_max_attempts: u64,
     pub processor_retry_initial_ms: u64,
     pub processor_retry_max_ms: u64,
+    pub processor_park_after_ms: u64,
     pub processor_dlq_suffix: String,
     pub processor_guard_max_failure_ratio: f64,
     pub processor_guard_window: u64,
@@ -125,9 +126,6 @@ pub struct Config {
     pub processor_tenant_cache_ttl_seconds: u64,
     pub processor_handled_retention_hours: u64,
 
-    pub confluence_max_attempts: u64,
-    pub confluence_retry_initial_ms: u64,
-    pub confluence_retry_max_ms: u64,
     pub confluence_connect_timeout_ms: u64,
     pub confluence_request_timeout_ms: u64,
     pub confluence_max_concurrency_per_tenant: u64,
@@ -363,7 +361,6 @@ impl Config {
                 "processor_handled_retention_hours",
                 self.processor_handled_retention_hours,
             ),
-            ("confluence_max_attempts", self.confluence_max_attempts),
             (
                 "confluence_max_concurrency_per_tenant",
                 self.confluence_max_concurrency_per_tenant,
@@ -387,12 +384,6 @@ impl Config {
             return Err(invalid(
                 "processor_retry_initial_ms",
                 "must not exceed processor_retry_max_ms",
-            ));
-        }
-        if self.confluence_retry_initial_ms > self.confluence_retry_max_ms {
-            return Err(invalid(
-                "confluence_retry_initial_ms",
-                "must not exceed confluence_retry_max_ms",
             ));
         }
         if self.processor_topics.is_empty() {

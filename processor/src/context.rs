@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tributary_common::forge::SystemToken;
 use tributary_common::store::{ForgeInstallation, Tenant};
 
+use crate::backoff::RetryBudget;
 use crate::confluence::{ConfluenceClient, ConfluenceClients};
 use crate::event::Event;
 use crate::handler::HandlerError;
@@ -28,6 +29,8 @@ struct Inner {
     forge: Option<(ForgeInstallation, Option<SystemToken>)>,
     state: TenantState,
     confluence: ConfluenceClients,
+    /// The event's retries, shared by this run's Confluence requests and the runtime.
+    budget: Arc<RetryBudget>,
 }
 
 pub(crate) struct ContextParts {
@@ -38,6 +41,7 @@ pub(crate) struct ContextParts {
     pub forge: Option<(ForgeInstallation, Option<SystemToken>)>,
     pub state: TenantState,
     pub confluence: ConfluenceClients,
+    pub budget: Arc<RetryBudget>,
 }
 
 impl Context {
@@ -51,6 +55,7 @@ impl Context {
                 forge: parts.forge,
                 state: parts.state,
                 confluence: parts.confluence,
+                budget: parts.budget,
             }),
         }
     }
@@ -97,13 +102,15 @@ impl Context {
             return Ok(self
                 .inner
                 .confluence
-                .for_tenant(&cached.tenant, cached.secret.clone())?);
+                .for_tenant(&cached.tenant, cached.secret.clone())?
+                .with_budget(self.inner.budget.clone()));
         }
         if let Some((installation, token)) = &self.inner.forge {
             return Ok(self
                 .inner
                 .confluence
-                .for_forge(installation, token.clone())?);
+                .for_forge(installation, token.clone())?
+                .with_budget(self.inner.budget.clone()));
         }
         Err(HandlerError::permanent(format!(
             "tenant {} is not installed",

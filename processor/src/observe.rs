@@ -9,6 +9,9 @@ pub const DEAD_LETTERED: &str = "tributary_processor_dead_lettered_total";
 pub const IN_FLIGHT: &str = "tributary_processor_in_flight_events";
 pub const CONSUMER_LAG: &str = "tributary_processor_consumer_lag_messages";
 pub const END_TO_END: &str = "tributary_processor_end_to_end_seconds";
+pub const EVENTS_PARKED: &str = "tributary_processor_events_parked_total";
+pub const PARKED_EVENTS: &str = "tributary_processor_parked_events";
+pub const BUDGET_EXHAUSTED: &str = "tributary_processor_retry_budget_exhausted_total";
 
 /// How one handler's run of one event ended (`outcome` label of [`EVENTS_HANDLED`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,6 +78,18 @@ pub(crate) fn describe() {
     describe_histogram!(
         END_TO_END,
         "Seconds from the event's arrival at the ingest to its last handler finishing."
+    );
+    describe_counter!(
+        EVENTS_PARKED,
+        "Events parked in the database until a retry is due, by why (retry: its own retry is due later; behind: an earlier event of its tenant is parked)."
+    );
+    describe_gauge!(
+        PARKED_EVENTS,
+        "Events parked in the database on the partitions this processor holds."
+    );
+    describe_counter!(
+        BUDGET_EXHAUSTED,
+        "Events dead-lettered because their retry budget (processor_max_attempts) was spent."
     );
     describe_gauge!(
         CONSUMER_LAG,

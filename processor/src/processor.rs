@@ -6,7 +6,9 @@ use std::time::Duration;
 use tributary_common::Config;
 use tributary_common::config::ConfigError;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{self, Database, ForgeStore, HandlerStore, TenantStore};
+use tributary_common::store::{
+    self, Database, ForgeStore, HandlerStore, ParkedStore, PauseStore, TenantStore,
+};
 use tributary_common::telemetry;
 
 use crate::backoff::BackoffSchedule;
@@ -128,6 +130,7 @@ impl ProcessorBuilder {
             Some(clients) => clients,
             None => ConfluenceClients::from_config(&config)?,
         };
+        confluence.share_pauses_through(PauseStore::new(db.clone()));
         let mut subscriptions = Vec::new();
         let (filter, handler) = builtin::tenant_state(tenants.clone());
         subscriptions.push(Subscription {
@@ -162,6 +165,7 @@ impl ProcessorBuilder {
             .iter()
             .map(|s| Arc::from(s.name.as_str()))
             .collect();
+        let parked = ParkedStore::new(db.clone());
         let shared = Shared {
             handled: HandlerStore::new(db.clone()),
             db,
@@ -180,11 +184,9 @@ impl ProcessorBuilder {
                 window,
                 config.processor_guard_max_failure_ratio,
             )),
-            retry: BackoffSchedule {
-                max_attempts: u32::try_from(config.processor_max_attempts).unwrap_or(u32::MAX),
-                initial_delay: Duration::from_millis(config.processor_retry_initial_ms),
-                max_delay: Duration::from_millis(config.processor_retry_max_ms),
-            },
+            retry: BackoffSchedule::from_config(&config),
+            park_after: Duration::from_millis(config.processor_park_after_ms),
+            parked,
             stopping: Shutdown::new(),
         };
         Ok(Processor {

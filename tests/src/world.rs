@@ -47,8 +47,6 @@ pub fn start_processor(world: &World, extra: &[(&str, &str)]) -> Service {
         ("TRIBUTARY_PROCESSOR_COMMIT_INTERVAL_MS", "200"),
         ("TRIBUTARY_PROCESSOR_RETRY_INITIAL_MS", "50"),
         ("TRIBUTARY_PROCESSOR_RETRY_MAX_MS", "1000"),
-        ("TRIBUTARY_CONFLUENCE_RETRY_INITIAL_MS", "100"),
-        ("TRIBUTARY_CONFLUENCE_RETRY_MAX_MS", "2000"),
         // A killed member is noticed in seconds, not in the default 45.
         (
             "TRIBUTARY_KAFKA_CLIENT_PROPERTIES",

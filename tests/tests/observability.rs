@@ -54,7 +54,7 @@ async fn every_dashboard_query_returns_series_from_the_running_services() {
         &world,
         &[
             ("TRIBUTARY_METRICS_LISTEN", processor_metrics.as_str()),
-            ("TRIBUTARY_CONFLUENCE_MAX_ATTEMPTS", "2"),
+            ("TRIBUTARY_PROCESSOR_MAX_ATTEMPTS", "3"),
         ],
     );
     let prometheus = Prometheus::start(&[
@@ -68,7 +68,7 @@ async fn every_dashboard_query_returns_series_from_the_running_services() {
 
     let tenants = world.install_tenants(&ingest, "observed-", 2).await;
     // The first REST call is rate limited, the next two fail: the client waits out
-    // Retry-After, gives up after two attempts, and the runtime retries the handler.
+    // Retry-After, and the retries come out of the event's budget of three attempts.
     world
         .confluence
         .misbehave(Fault::rate_limited(1), FaultSpan::Requests(1));

@@ -129,10 +129,7 @@ async fn confluence_outages_are_waited_out_within_the_budget_and_replayed_past_i
     let mut processor = start_processor(
         &world,
         &[
-            ("TRIBUTARY_CONFLUENCE_MAX_ATTEMPTS", "3"),
-            ("TRIBUTARY_CONFLUENCE_RETRY_INITIAL_MS", "100"),
-            ("TRIBUTARY_CONFLUENCE_RETRY_MAX_MS", "1000"),
-            ("TRIBUTARY_PROCESSOR_MAX_ATTEMPTS", "4"),
+            ("TRIBUTARY_PROCESSOR_MAX_ATTEMPTS", "6"),
             ("TRIBUTARY_PROCESSOR_RETRY_INITIAL_MS", "200"),
             ("TRIBUTARY_PROCESSOR_RETRY_MAX_MS", "2000"),
         ],

@@ -1,11 +1,14 @@
 //! All database access: the connection pool and migrations, the tenant store and its change
-//! feed, Forge installations and recent Forge deliveries, and the handled-event records and
-//! tenant state handlers commit. No other module holds SQL.
+//! feed, Forge installations and recent Forge deliveries, the handled-event records and
+//! tenant state handlers commit, events parked until a retry is due, and the Confluence
+//! pauses every replica honours. No other module holds SQL.
 
 mod database;
 mod error;
 mod forge;
 mod handled;
+mod parked;
+mod pauses;
 mod tenant_changes;
 mod tenants;
 
@@ -13,6 +16,8 @@ pub use database::{Backend, Database, Dialect};
 pub use error::StoreError;
 pub use forge::{ForgeInstallation, ForgeStatus, ForgeStore, InvocationRecord, site_tenant_key};
 pub use handled::{HandledEvent, HandledSet, HandlerRun, HandlerStore, StateWrites};
+pub use parked::{ParkedEvent, ParkedKey, ParkedStore};
+pub use pauses::{Pause, PauseScope, PauseStore};
 pub use tenant_changes::{TenantChange, TenantChangeFeed};
 pub use tenants::{
     InstallMode, LifecycleRecord, LifecycleStamp, Tenant, TenantStatus, TenantStore, next_status,

@@ -51,6 +51,16 @@ pub enum ConfluenceError {
         /// The start of the answer body.
         body: String,
     },
+    /// Not sent: the tenant's or the app's quota is spent (a pause every replica honours)
+    /// for longer than a call waits where it is. The event is retried once it is over.
+    #[error("{method} {path} not sent: the {scope} quota is spent for another {}s", wait.as_secs())]
+    Throttled {
+        method: String,
+        path: String,
+        wait: Duration,
+        /// `tenant` or `app`.
+        scope: &'static str,
+    },
     #[error("{method} {path} timed out after {attempts} attempt(s)")]
     Timeout {
         method: String,
@@ -87,6 +97,7 @@ impl ConfluenceError {
         match self {
             ConfluenceError::Status { status, .. } => is_transient_status(*status),
             ConfluenceError::Timeout { .. }
+            | ConfluenceError::Throttled { .. }
             | ConfluenceError::Connect { .. }
             | ConfluenceError::Transport { .. } => true,
             ConfluenceError::TokenGrant { status, .. } => status.is_none_or(is_transient_status),

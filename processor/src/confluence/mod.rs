@@ -8,8 +8,10 @@
 //!
 //! Every request stays on the tenant's own base URL host, which must be on the tenant host
 //! allowlist; redirects are never followed. 429 and 503 answers, and for idempotent
-//! requests server errors, timeouts and connection failures, are retried with backoff.
-//! Each tenant has a cap on requests in flight and is paced when near its rate limit.
+//! requests server errors, timeouts and connection failures, are retried with backoff, out
+//! of the event's one retry budget. Each tenant has a cap on requests in flight and is
+//! paced when near its rate limit; a spent quota pauses the tenant's calls (or, for the
+//! app's global quota, all calls) in every replica.
 
 mod answer;
 mod api;
@@ -17,9 +19,11 @@ mod error;
 mod forge;
 mod limiter;
 pub mod observe;
+mod pauses;
 mod request;
 mod retry;
 mod send;
+pub mod signals;
 mod user_token;
 
 pub use api::{
@@ -35,11 +39,12 @@ use std::time::Duration;
 use tributary_common::Config;
 use tributary_common::connect::SharedSecret;
 use tributary_common::hosts::HostAllowlist;
-use tributary_common::store::Tenant;
+use tributary_common::store::{PauseStore, Tenant};
 
-use crate::backoff::BackoffSchedule;
+use crate::backoff::{BackoffSchedule, RetryBudget};
 
 use limiter::{Limiters, TenantLimiter};
+use pauses::Pauses;
 use user_token::{TokenKey, UserTokens, normalize_scopes};
 
 /// How long a signed app request token is valid (Atlassian's framework uses 3 minutes).
@@ -59,7 +64,10 @@ struct Shared {
     /// Hosts a Forge installation's API base URL may be on.
     forge_hosts: HostAllowlist,
     retry: BackoffSchedule,
+    /// The longest retry wait a request sits through; longer ones go back to the runtime.
+    hold_limit: Duration,
     limiters: Limiters,
+    pauses: Pauses,
     user_tokens: UserTokens,
 }
 
@@ -73,11 +81,7 @@ impl ConfluenceClients {
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfluenceError::Config(format!("HTTP client: {e}")))?;
-        let retry = BackoffSchedule {
-            max_attempts: u32::try_from(config.confluence_max_attempts).unwrap_or(u32::MAX),
-            initial_delay: Duration::from_millis(config.confluence_retry_initial_ms),
-            max_delay: Duration::from_millis(config.confluence_retry_max_ms),
-        };
+        let retry = BackoffSchedule::from_config(config);
         let max_in_flight = usize::try_from(config.confluence_max_concurrency_per_tenant)
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
@@ -90,9 +94,26 @@ impl ConfluenceClients {
                 allowlist: config.tenant_allowlist().clone(),
                 forge_hosts: config.forge_api_hosts().clone(),
                 retry,
+                hold_limit: Duration::from_millis(config.processor_park_after_ms),
                 limiters: Limiters::new(max_in_flight),
+                pauses: Pauses::new(),
             }),
         })
+    }
+
+    /// What is left of a quota pause on this tenant's calls (its own or the app's).
+    pub(crate) async fn pause_remaining(&self, client_key: &str) -> Option<Duration> {
+        self.shared
+            .pauses
+            .remaining(client_key)
+            .await
+            .map(|(wait, _)| wait)
+    }
+
+    /// Shares quota pauses with every other replica through `store` (a processor does
+    /// this with its own database); without it, pauses stay within this process.
+    pub fn share_pauses_through(&self, store: PauseStore) {
+        self.shared.pauses.share_through(store);
     }
 
     /// A client for one tenant; fails if the tenant's base URL host is not allowed.
@@ -108,6 +129,7 @@ impl ConfluenceClients {
             site: Arc::new(site),
             credentials: Credentials::Connect(secret),
             identity: Identity::App,
+            budget: None,
         })
     }
 }
@@ -192,6 +214,8 @@ pub struct ConfluenceClient {
     credentials: Credentials,
     limiter: Arc<TenantLimiter>,
     identity: Identity,
+    /// The retry budget of the event this client was made for.
+    budget: Option<Arc<RetryBudget>>,
 }
 
 impl std::fmt::Debug for ConfluenceClient {
@@ -234,6 +258,12 @@ impl ConfluenceClient {
             identity: Identity::App,
             ..self.clone()
         }
+    }
+
+    /// The same client, its retries taken from `budget` (the event's).
+    pub(crate) fn with_budget(mut self, budget: Arc<RetryBudget>) -> ConfluenceClient {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn client_key(&self) -> &str {

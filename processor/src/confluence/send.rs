@@ -2,10 +2,9 @@
 //! retry what the policy allows.
 
 use std::error::Error as _;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use backon::Retryable;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,12 +14,13 @@ use tributary_common::connect::{OutboundToken, RequestTarget};
 
 use super::answer;
 use super::error::{ConfluenceError, excerpt};
-use super::limiter::RateLimitSignal;
-use super::observe::{self, RetryReason};
+use super::observe::{self, RetryReason, ThrottleReason};
 use super::request::{ApiRequest, ApiResponse};
-use super::retry::{self, Retryable as Retry};
+use super::retry::Retryable as Retry;
+use super::signals::{QuotaScope, RateLimitSignals};
 use super::user_token::GrantSubject;
 use super::{APP_TOKEN_TTL_SECONDS, ConfluenceClient, Credentials, Identity};
+use crate::backoff::RetryBudget;
 
 /// Why one attempt did not produce a successful answer.
 #[derive(Debug)]
@@ -98,6 +98,27 @@ impl Failure {
     }
 }
 
+/// The `outcome` label of a finished request.
+fn outcome_of(result: &Result<ApiResponse, ConfluenceError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(error) => match error {
+            ConfluenceError::Throttled { .. } => "throttled",
+            ConfluenceError::Status { status: 429, .. } => "rate_limited",
+            ConfluenceError::Status { status: 503, .. } => "unavailable",
+            ConfluenceError::Status {
+                status: 500..=599, ..
+            } => "server_error",
+            ConfluenceError::Status { .. } => "client_error",
+            ConfluenceError::Redirected { .. } => "redirected",
+            ConfluenceError::Timeout { .. } => "timeout",
+            ConfluenceError::Connect { .. } => "connect",
+            ConfluenceError::Transport { .. } => "transport",
+            _ => "not_sent",
+        },
+    }
+}
+
 /// A transport error with its causes, which carry the useful part ("connection refused").
 fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
@@ -125,36 +146,66 @@ impl ConfluenceClient {
     /// Sends `request` with retries and returns a 2xx answer; any other final answer is an
     /// error carrying its status and the start of its body. The raw escape hatch: the typed
     /// and JSON helpers all go through here.
+    ///
+    /// Retries come out of the event's one budget (shared with the handler's own retries)
+    /// and are waited for here only when short; a longer wait (a spent quota, a long
+    /// `Retry-After`) returns the error at once, so the runtime parks the event instead of
+    /// holding a worker. A pause in force for the tenant or the app is honoured before
+    /// anything is sent.
     pub async fn send(&self, request: ApiRequest) -> Result<ApiResponse, ConfluenceError> {
         let (url, target) = self.site.locate(&request)?;
-        let policy = self.shared.retry;
-        let attempts = AtomicU32::new(0);
+        let budget = match &self.budget {
+            Some(budget) => budget.clone(),
+            None => Arc::new(RetryBudget::new(self.shared.retry, 0, true)),
+        };
+        let hold_limit = self.shared.hold_limit;
+        let may_hold = |wait: Duration| budget.may_wait_in_place() && wait <= hold_limit;
         let idempotent = request.idempotent;
-        let outcome = (|| async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(&request, &url, &target).await
-        })
-        .retry(policy.delays())
-        .sleep(tokio::time::sleep)
-        .when(|failure: &Failure| failure.retry_reason(idempotent).is_some())
-        .adjust(|failure: &Failure, backoff| policy.adjust(failure.retry_after(), backoff))
-        .notify(|failure: &Failure, wait: Duration| {
-            if let Some(reason) = failure.retry_reason(idempotent) {
-                observe::record_retry(reason);
-                if reason == RetryReason::RateLimited {
-                    observe::record_rate_limit_wait(wait);
+        let mut attempts = 0;
+        let result = loop {
+            if let Some((wait, scope)) = self.shared.pauses.remaining(&self.site.client_key).await {
+                if !may_hold(wait) {
+                    budget.ask(wait);
+                    break Err(ConfluenceError::Throttled {
+                        method: request.method().to_string(),
+                        path: request.path().to_string(),
+                        wait,
+                        scope: scope.as_str(),
+                    });
                 }
-                tracing::debug!(
-                    method = %request.method(),
-                    path = request.path(),
-                    reason = reason.as_str(),
-                    wait_ms = wait.as_millis() as u64,
-                    "retrying Confluence request"
-                );
+                observe::record_throttled(ThrottleReason::of_quota(scope), wait);
+                tokio::time::sleep(wait).await;
             }
-        })
-        .await;
-        outcome.map_err(|failure| failure.into_error(&request, attempts.load(Ordering::Relaxed)))
+            attempts += 1;
+            let failure = match self.attempt(&request, &url, &target).await {
+                Ok(answer) => break Ok(answer),
+                Err(failure) => failure,
+            };
+            let Some(reason) = failure.retry_reason(idempotent) else {
+                break Err(failure.into_error(&request, attempts));
+            };
+            let asked = failure.retry_after();
+            if let Some(wait) = asked {
+                budget.ask(wait);
+            }
+            let delay = match budget.next_delay(asked) {
+                Some(delay) if may_hold(delay) && budget.take() => delay,
+                // Spent, or longer than a worker should wait: the caller decides.
+                _ => break Err(failure.into_error(&request, attempts)),
+            };
+            observe::record_retry(reason);
+            observe::record_throttled(ThrottleReason::Backoff, delay);
+            tracing::debug!(
+                method = %request.method(),
+                path = request.path(),
+                reason = reason.as_str(),
+                wait_ms = delay.as_millis() as u64,
+                "retrying Confluence request"
+            );
+            tokio::time::sleep(delay).await;
+        };
+        observe::record_outcome(outcome_of(&result));
+        result
     }
 
     /// Sends `request` and reads the answer as JSON.
@@ -280,9 +331,30 @@ impl ConfluenceClient {
         let headers = answer.headers().clone();
         let body = answer::read_capped(answer, answer::MAX_ANSWER_BYTES).await;
         observe::record_attempt(request.method(), Some(status), started.elapsed());
-        let retry_after = retry::retry_after(&headers);
-        self.limiter
-            .observe(status, RateLimitSignal::from_headers(&headers), retry_after);
+        let signals = RateLimitSignals::from_headers(&headers);
+        self.limiter.observe(status, &signals);
+        let retry_after = match status {
+            429 | 503 => signals.wait(),
+            _ => None,
+        };
+        if let Some(wait) = retry_after {
+            // A rate-limit answer speaks for the tenant's or the app's quota, not for this
+            // request: every call it covers waits, in every replica.
+            let scope = if status == 429 {
+                signals.scope()
+            } else {
+                QuotaScope::Tenant
+            };
+            let reason = signals.reason.as_deref().unwrap_or(if status == 429 {
+                "rate-limited"
+            } else {
+                "unavailable"
+            });
+            self.shared
+                .pauses
+                .pause(scope, &self.site.client_key, wait, reason)
+                .await;
+        }
         let body = body.map_err(|err| match err {
             answer::ReadError::Transport(err) => classify(err),
             answer::ReadError::TooLarge(max) => {

@@ -25,10 +25,11 @@ use super::execute::{
     JobOutcome, Resume, Shared, UNKNOWN_EVENT, dead_letter, decode, give_up, record_of, run_once,
     tenant_for, wait_for_database,
 };
+use crate::backoff::RetryBudget;
 use crate::dlq::{Letter, Reason};
 use crate::event::Event;
 use crate::handler::HandlerError;
-use crate::observe::{self, Outcome};
+use crate::observe::{self, BUDGET_EXHAUSTED, Outcome};
 use crate::tenants::CachedTenant;
 
 /// Most records in one batch.
@@ -269,7 +270,8 @@ async fn run_group(
                     attempts: 0,
                 };
                 match dead_letter(shared, &jobs[i].message, UNKNOWN_EVENT, &letter).await {
-                    JobOutcome::Finished => EventEnd::DeadLettered,
+                    // Dead-lettering never parks.
+                    JobOutcome::Finished | JobOutcome::Parked { .. } => EventEnd::DeadLettered,
                     JobOutcome::Abandoned => EventEnd::Stop {
                         guard_tripped: false,
                     },
@@ -337,6 +339,9 @@ async fn run_event<'e>(
     runs: &mut Vec<PendingRun>,
 ) -> EventEnd {
     let mut tenant = None;
+    // Inside a batch a Confluence request does not wait to retry: its batch's commit would
+    // wait with it. The event's first failure takes it to a lane, which does.
+    let budget = Arc::new(RetryBudget::new(shared.retry, 0, false));
     for (index, subscription) in shared.subscriptions.iter().enumerate() {
         if !subscription.filter.matches(event.kind()) {
             continue;
@@ -345,7 +350,7 @@ async fn run_event<'e>(
             continue;
         }
         let result = loop {
-            match attempt(shared, index, event, &mut tenant, earlier.clone()).await {
+            match attempt(shared, index, event, &mut tenant, earlier.clone(), &budget).await {
                 // An outage of the runtime's own database is not the event's fault: the
                 // attempt does not count, and the event waits until the database is back.
                 Err(error)
@@ -378,7 +383,7 @@ async fn run_event<'e>(
                 });
                 ran.insert((index, event.id()));
             }
-            Err(error) => return failed(shared, job, event, index, error).await,
+            Err(error) => return failed(shared, job, event, index, error, &budget).await,
         }
     }
     EventEnd::Handled
@@ -392,12 +397,13 @@ async fn attempt(
     event: &Arc<Event>,
     tenant: &mut Option<Option<Arc<CachedTenant>>>,
     earlier: Option<Arc<StateWrites>>,
+    budget: &Arc<RetryBudget>,
 ) -> Result<StateWrites, HandlerError> {
     if tenant.is_none() || event.lifecycle().is_some() {
         *tenant = Some(tenant_for(shared, event).await?);
     }
     let cached = tenant.clone().flatten();
-    run_once(shared, index, event, 1, cached, earlier).await
+    run_once(shared, index, event, 1, cached, earlier, budget).await
 }
 
 /// What becomes of an event whose handler `index` failed its first attempt.
@@ -407,6 +413,7 @@ async fn failed(
     event: &Event,
     index: usize,
     error: HandlerError,
+    budget: &RetryBudget,
 ) -> EventEnd {
     observe::handled(event.name(), Outcome::Failure);
     if error.is_transient() {
@@ -415,16 +422,20 @@ async fn failed(
                 guard_tripped: false,
             };
         }
-        if shared.retry.max_attempts > 1 {
+        if !budget.is_spent() {
             return EventEnd::Detach(Resume {
                 subscription: index,
                 attempts: 1,
-                error,
+                retries_used: budget.used(),
+                asked_wait: budget.asked_wait(),
+                error: Some(error),
             });
         }
+        metrics::counter!(BUDGET_EXHAUSTED).increment(1);
     }
     match give_up(shared, &job.message, event, index, &error, 1).await {
-        JobOutcome::Finished => EventEnd::DeadLettered,
+        // Dead-lettering never parks.
+        JobOutcome::Finished | JobOutcome::Parked { .. } => EventEnd::DeadLettered,
         JobOutcome::Abandoned => EventEnd::Stop {
             guard_tripped: false,
         },

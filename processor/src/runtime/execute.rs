@@ -12,17 +12,21 @@ use rdkafka::message::OwnedMessage;
 use tributary_common::kafka::envelope_from_message;
 use tributary_common::shutdown::Shutdown;
 use tributary_common::store::{
-    Database, ForgeStore, HandledEvent, HandlerRun, HandlerStore, StateWrites,
+    Database, ForgeStore, HandledEvent, HandlerRun, HandlerStore, ParkedStore, StateWrites,
 };
 
 use super::guard::FailureGuard;
-use crate::backoff::BackoffSchedule;
+use super::parking;
+use crate::backoff::{BackoffSchedule, RetryBudget};
 use crate::confluence::ConfluenceClients;
 use crate::context::{Context, ContextParts};
 use crate::dlq::{DeadLetterWriter, Letter, Reason};
 use crate::event::{Event, EventSource, Origin};
 use crate::handler::{HandlerError, Subscription};
-use crate::observe::{self, DEAD_LETTERED, HANDLER_DURATION, HANDLER_RETRIES, Outcome};
+use crate::observe::{
+    self, BUDGET_EXHAUSTED, DEAD_LETTERED, EVENTS_PARKED, HANDLER_DURATION, HANDLER_RETRIES,
+    Outcome,
+};
 use crate::state::TenantState;
 use crate::tenants::{CachedTenant, TenantCache};
 
@@ -46,6 +50,9 @@ pub(crate) struct Shared {
     pub guard: Mutex<FailureGuard>,
     /// How a transiently failing handler is retried.
     pub retry: BackoffSchedule,
+    /// Retries due later than this park the event instead of holding a worker.
+    pub park_after: Duration,
+    pub parked: ParkedStore,
     /// Cancelled when the consumer stops: no new retries, no waiting for the broker.
     pub stopping: Shutdown,
 }
@@ -55,20 +62,42 @@ pub(crate) struct Shared {
 pub(crate) enum JobOutcome {
     /// Handled, skipped as a duplicate, or dead-lettered: its offset may be committed.
     Finished,
+    /// Parked in the database until its retry is due (Unix milliseconds): its offset may be
+    /// committed, and the tenant's later events wait behind it.
+    Parked { due_at_ms: i64 },
     /// Given up because the consumer is stopping; it will be delivered again.
     Abandoned,
     /// The failure guard tripped; the record was not dead-lettered.
     GuardTripped,
 }
 
-/// Where an event's handling continues after its batch gave it up: handlers before
-/// `subscription` are done (their records committed with the batch), and `subscription`
-/// failed transiently `attempts` times, last with `error`.
+/// Where an event's handling continues after its batch gave it up (or its parked retry
+/// came due): handlers before `subscription` are done (their records committed), and
+/// `subscription` ran `attempts` times, last failing with `error`.
 #[derive(Debug, Clone)]
 pub(crate) struct Resume {
     pub subscription: usize,
     pub attempts: u32,
-    pub error: HandlerError,
+    /// Retries of the event's budget spent so far.
+    pub retries_used: u32,
+    /// What is left of a wait an answer asked for.
+    pub asked_wait: Option<Duration>,
+    /// The last failure, to retry after its wait; `None` when the wait is over (a parked
+    /// event that came due) and the handler runs at once.
+    pub error: Option<HandlerError>,
+}
+
+/// Why a handler's run on an event stopped without success.
+enum HandlerEnd {
+    /// Failed for good (permanently, budget spent, or the consumer is stopping), after
+    /// this many attempts.
+    Failed(HandlerError, u32),
+    /// The next retry is due in `delay`, longer than a worker waits.
+    Park {
+        delay: Duration,
+        attempts: u32,
+        error: HandlerError,
+    },
 }
 
 /// The event in a record, or why the record is not one.
@@ -86,7 +115,8 @@ pub(crate) fn decode(message: &OwnedMessage) -> Result<Event, String> {
 }
 
 /// Handles one record on its own, each handler's run committed by itself: the path of
-/// events whose handler is being retried, and of what waits behind them on their key.
+/// events whose handler is being retried, of what waits behind them on their key, and of
+/// parked events whose retry came due.
 pub(crate) async fn process(
     shared: &Shared,
     message: &OwnedMessage,
@@ -104,6 +134,14 @@ pub(crate) async fn process(
             return dead_letter(shared, message, UNKNOWN_EVENT, &letter).await;
         }
     };
+    let budget = Arc::new(RetryBudget::new(
+        shared.retry,
+        resume.as_ref().map_or(0, |r| r.retries_used),
+        true,
+    ));
+    if let Some(wait) = resume.as_ref().and_then(|r| r.asked_wait) {
+        budget.ask(wait);
+    }
     for (index, subscription) in shared.subscriptions.iter().enumerate() {
         if !subscription.filter.matches(event.kind()) {
             continue;
@@ -113,13 +151,29 @@ pub(crate) async fn process(
             Some(resume) if index == resume.subscription => Some(resume),
             _ => None,
         };
-        match run_handler(shared, index, &event, prior).await {
+        match run_handler(shared, index, &event, prior, &budget).await {
             Ok(outcome) => observe::handled(event.name(), outcome),
+            Err(HandlerEnd::Park {
+                delay,
+                attempts,
+                error,
+            }) => {
+                let retry = parking::Retry {
+                    handler: &subscription.name,
+                    attempts,
+                    retries_used: budget.used(),
+                    delay,
+                    error: &error.to_string(),
+                };
+                return park(shared, message, &event, &retry).await;
+            }
             // Retries stopped because the consumer is stopping: leave it for redelivery.
-            Err((error, _)) if error.is_transient() && shared.stopping.is_cancelled() => {
+            Err(HandlerEnd::Failed(error, _))
+                if error.is_transient() && shared.stopping.is_cancelled() =>
+            {
                 return JobOutcome::Abandoned;
             }
-            Err((error, attempts)) => {
+            Err(HandlerEnd::Failed(error, attempts)) => {
                 return give_up(shared, message, &event, index, &error, attempts).await;
             }
         }
@@ -134,6 +188,39 @@ pub(crate) async fn process(
         .unwrap_or_else(PoisonError::into_inner)
         .record(false);
     JobOutcome::Finished
+}
+
+/// Parks `message` until its retry is due, waiting out a database outage; abandoned (left
+/// for redelivery) when the consumer stops first.
+async fn park(
+    shared: &Shared,
+    message: &OwnedMessage,
+    event: &Event,
+    retry: &parking::Retry<'_>,
+) -> JobOutcome {
+    let parked = parking::parked_event(message, event.client_key(), retry);
+    loop {
+        match shared.parked.park(std::slice::from_ref(&parked)).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(%error, event_id = event.id(), "could not park the event: waiting for the database");
+                if shared.stopping.is_cancelled() || !wait_for_database(shared).await {
+                    return JobOutcome::Abandoned;
+                }
+            }
+        }
+    }
+    metrics::counter!(EVENTS_PARKED, "reason" => "retry").increment(1);
+    tracing::info!(
+        event_id = event.id(),
+        handler = retry.handler,
+        error = retry.error,
+        retry_in_s = retry.delay.as_secs(),
+        "retry due later: event parked"
+    );
+    JobOutcome::Parked {
+        due_at_ms: parked.due_at_ms,
+    }
 }
 
 /// Dead-letters an event whose handler `index` failed for good.
@@ -190,34 +277,35 @@ pub(crate) async fn wait_for_database(shared: &Shared) -> bool {
     }
 }
 
-/// Runs handler `index` on one event, retrying transient failures (continuing from
-/// `prior` attempts made elsewhere); the error and the number of attempts made when it
-/// gives up.
+/// Runs handler `index` on one event, retrying transient failures out of the event's
+/// `budget` (continuing from `prior` attempts made elsewhere): sleeping through short
+/// waits, handing back long ones to be parked.
 async fn run_handler(
     shared: &Shared,
     index: usize,
     event: &Arc<Event>,
     prior: Option<&Resume>,
-) -> Result<Outcome, (HandlerError, u32)> {
+    budget: &Arc<RetryBudget>,
+) -> Result<Outcome, HandlerEnd> {
     let subscription = &shared.subscriptions[index];
-    let mut delays = shared.retry.delays();
-    let mut attempts = 0;
-    let mut failed = None;
-    if let Some(prior) = prior {
-        attempts = prior.attempts;
-        for _ in 1..attempts {
-            delays.next();
-        }
-        failed = Some(prior.error.clone());
-    }
+    let mut attempts = prior.map_or(0, |prior| prior.attempts);
+    let mut failed = prior.and_then(|prior| prior.error.clone());
     loop {
         if let Some(error) = failed.take() {
             if !error.is_transient() || shared.stopping.is_cancelled() {
-                return Err((error, attempts));
+                return Err(HandlerEnd::Failed(error, attempts));
             }
-            let Some(delay) = delays.next() else {
-                return Err((error, attempts));
+            let Some(delay) = next_retry(shared, event, budget).await else {
+                metrics::counter!(BUDGET_EXHAUSTED).increment(1);
+                return Err(HandlerEnd::Failed(error, attempts));
             };
+            if delay > shared.park_after {
+                return Err(HandlerEnd::Park {
+                    delay,
+                    attempts,
+                    error,
+                });
+            }
             metrics::counter!(HANDLER_RETRIES, "handler" => subscription.name.clone()).increment(1);
             tracing::info!(
                 event_id = event.id(), handler = %subscription.name, %error,
@@ -226,7 +314,7 @@ async fn run_handler(
             tokio::time::sleep(delay).await;
         }
         attempts += 1;
-        match attempt_once(shared, index, event, attempts).await {
+        match attempt_once(shared, index, event, attempts, budget).await {
             Ok(outcome) => return Ok(outcome),
             // An outage of the runtime's own database is not the event's fault: the
             // attempt does not count, and the event waits until the database is back.
@@ -241,7 +329,7 @@ async fn run_handler(
                     "the database is unreachable: pausing until it is back"
                 );
                 if !wait_for_database(shared).await {
-                    return Err((error, attempts));
+                    return Err(HandlerEnd::Failed(error, attempts));
                 }
             }
             Err(error) => {
@@ -250,6 +338,16 @@ async fn run_handler(
             }
         }
     }
+}
+
+/// Takes the event's next retry and its wait: the backoff, at least what an answer asked
+/// for and what is left of a quota pause on the tenant or the app; `None` when the budget
+/// is spent.
+async fn next_retry(shared: &Shared, event: &Event, budget: &RetryBudget) -> Option<Duration> {
+    let paused = shared.confluence.pause_remaining(event.client_key()).await;
+    let floor = [budget.asked_wait(), paused].into_iter().flatten().max();
+    let delay = budget.next_delay(floor)?;
+    budget.take().then_some(delay)
 }
 
 /// Takes each subscription's duration histogram, once the metrics recorder is installed.
@@ -285,6 +383,7 @@ pub(crate) async fn run_once(
     attempt: u32,
     tenant: Option<Arc<CachedTenant>>,
     earlier: Option<Arc<StateWrites>>,
+    budget: &Arc<RetryBudget>,
 ) -> Result<StateWrites, HandlerError> {
     let subscription = &shared.subscriptions[index];
     // A Forge identity is looked up only where it may be needed: a tenant without a
@@ -303,6 +402,7 @@ pub(crate) async fn run_once(
         forge,
         state: state.clone(),
         confluence: shared.confluence.clone(),
+        budget: budget.clone(),
     });
     let started = Instant::now();
     let handler = subscription.handler.clone();
@@ -344,13 +444,14 @@ async fn attempt_once(
     index: usize,
     event: &Arc<Event>,
     attempt: u32,
+    budget: &Arc<RetryBudget>,
 ) -> Result<Outcome, HandlerError> {
     let name = &shared.subscriptions[index].name;
     if shared.handled.is_handled(name, event.id()).await? {
         return Ok(Outcome::Duplicate);
     }
     let tenant = tenant_for(shared, event).await?;
-    let writes = run_once(shared, index, event, attempt, tenant, None).await?;
+    let writes = run_once(shared, index, event, attempt, tenant, None, budget).await?;
     let run = HandlerRun {
         event: record_of(shared, index, event),
         writes: &writes,

@@ -3,13 +3,16 @@
 //! different keys concurrently (up to `processor_concurrency` events at once), one commit.
 //! Only once a batch has committed are its offsets stored, for librdkafka's auto-commit.
 //! A key whose event needs retries leaves the batches for a lane of its own until its
-//! queue is empty, so it holds up neither its batch nor the partition.
+//! queue is empty, so it holds up neither its batch nor the partition. A retry due later
+//! than a worker should wait parks the event in the database (`parking`), with the key's
+//! later records behind it, and the dispatcher runs it again once due.
 
 mod batch;
 mod consumer;
 mod execute;
 mod guard;
 mod offsets;
+mod parking;
 mod prune;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,10 +33,12 @@ pub(crate) use guard::FailureGuard;
 pub(crate) use offsets::Assignments;
 
 use crate::ProcessorError;
-use crate::observe::{EVENTS_CONSUMED, IN_FLIGHT};
+use crate::observe::{EVENTS_CONSUMED, EVENTS_PARKED, IN_FLIGHT, PARKED_EVENTS};
 use batch::{BatchDone, JobState, MAX_BATCH};
 use consumer::{RuntimeContext, consumer_config};
 use execute::{JobOutcome, Resume};
+use parking::{ParkedKeyState, PartitionParking};
+use tributary_common::store::{ParkedEvent, ParkedKey};
 
 /// Records received but not finished, per unit of concurrency: enough to keep workers busy
 /// when keys are unevenly spread, and a bound on memory.
@@ -61,7 +66,51 @@ enum Done {
         done: BatchDone,
     },
     Lane(Finished),
+    /// A partition's parked keys were read (`None`: the consumer stopped first).
+    ParkingRead {
+        topic: String,
+        partition: i32,
+        generation: u64,
+        keys: Option<Vec<ParkedKey>>,
+        /// A periodic re-read, merged into what is known rather than replacing it.
+        refresh: bool,
+    },
+    /// Records of parked keys were parked behind them (`parked` false: the consumer
+    /// stopped first, and they stay pending).
+    ParkedBehind {
+        topic: String,
+        partition: i32,
+        generation: u64,
+        jobs: Vec<Job>,
+        parked: bool,
+    },
+    /// A parked key's first event ran.
+    ParkedRan {
+        topic: String,
+        partition: i32,
+        generation: u64,
+        key: Vec<u8>,
+        ran: ParkedRun,
+    },
 }
+
+/// How a parked event's run ended.
+enum ParkedRun {
+    /// Handled or dead-lettered, and removed from the parked events.
+    Removed,
+    /// Parked again, due then.
+    Rescheduled(tokio::time::Instant),
+    /// The key has no parked event left.
+    Empty,
+    /// Not run (the consumer is stopping), or the failure guard tripped.
+    Stopped { guard_tripped: bool },
+}
+
+/// How often parked events are looked at (due ones started, new partitions read).
+const PARKING_TICK: Duration = Duration::from_millis(250);
+/// How often a held partition's parked keys are read again, to pick up events parked by
+/// work from before a rebalance that finished after the partition was read.
+const PARKING_REFRESH: Duration = Duration::from_secs(30);
 
 enum Stop {
     Shutdown,
@@ -95,6 +144,9 @@ pub(crate) async fn consume(
         draining: false,
         in_flight: metrics::gauge!(IN_FLIGHT),
         consumed: HashMap::new(),
+        parking: HashMap::new(),
+        parked_gauge: metrics::gauge!(PARKED_EVENTS),
+        last_refresh: tokio::time::Instant::now(),
     };
     execute::take_instruments(&shared);
     let background = Shutdown::new();
@@ -110,10 +162,17 @@ pub(crate) async fn consume(
         background.clone(),
     ));
     let max_buffered = concurrency.saturating_mul(BUFFER_PER_WORKER).max(MAX_BATCH);
+    let mut parking_tick = tokio::time::interval(PARKING_TICK);
+    parking_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Stop::Shutdown,
+            _ = parking_tick.tick() => {
+                if dispatcher.tend_parked() {
+                    break Stop::GuardTripped;
+                }
+            }
             Some(joined) = dispatcher.tasks.join_next() => {
                 match joined {
                     Ok(done) => {
@@ -217,6 +276,10 @@ struct Dispatcher<'c> {
     draining: bool,
     in_flight: metrics::Gauge,
     consumed: HashMap<String, metrics::Counter>,
+    /// Parked keys of each held partition.
+    parking: HashMap<(String, i32), PartitionParking>,
+    parked_gauge: metrics::Gauge,
+    last_refresh: tokio::time::Instant,
 }
 
 fn key_of(message: &OwnedMessage) -> KeyId {
@@ -294,6 +357,18 @@ impl Dispatcher<'_> {
         if queue.busy || queue.ready.is_empty() {
             return;
         }
+        // Nothing of a partition runs before its parked keys are known.
+        let generation = queue
+            .ready
+            .front()
+            .map(|job| job.generation)
+            .unwrap_or_default();
+        if !self.parking_known(topic, partition, generation) {
+            return;
+        }
+        let Some(queue) = self.queue_mut(topic, partition) else {
+            return;
+        };
         let bound = queue.bound.max(FIRST_BATCH);
         queue.bound = (bound * 2).min(MAX_BATCH);
         let taken: Vec<Job> = {
@@ -301,12 +376,18 @@ impl Dispatcher<'_> {
             queue.ready.drain(..n).collect()
         };
         let mut jobs = Vec::with_capacity(taken.len());
+        let mut behind = Vec::new();
         let mut dropped = 0;
         {
             let assignments = self
                 .assignments
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            let mut parked_keys = self
+                .parking
+                .get_mut(&(topic.to_string(), partition))
+                .and_then(PartitionParking::keys_mut)
+                .filter(|keys| !keys.is_empty());
             for job in taken {
                 if !assignments.is_current(topic, partition, job.generation) {
                     dropped += 1;
@@ -319,10 +400,20 @@ impl Dispatcher<'_> {
                         continue;
                     }
                 }
+                if let Some(keys) = parked_keys.as_deref_mut()
+                    && let Some(state) = keys.get_mut(job.message.key().unwrap_or_default())
+                {
+                    state.inserting += 1;
+                    behind.push(job);
+                    continue;
+                }
                 jobs.push(job);
             }
         }
         self.set_buffered(self.buffered.saturating_sub(dropped));
+        if !behind.is_empty() {
+            self.park_behind(topic, partition, generation, behind);
+        }
         if jobs.is_empty() {
             return;
         }
@@ -351,6 +442,33 @@ impl Dispatcher<'_> {
                 done,
             } => self.batch_done(&topic, partition, done),
             Done::Lane(finished) => self.lane_done(finished),
+            Done::ParkingRead {
+                topic,
+                partition,
+                generation,
+                keys,
+                refresh,
+            } => {
+                self.parking_read(&topic, partition, generation, keys, refresh);
+                false
+            }
+            Done::ParkedBehind {
+                topic,
+                partition,
+                generation,
+                jobs,
+                parked,
+            } => {
+                self.parked_behind(&topic, partition, generation, jobs, parked);
+                false
+            }
+            Done::ParkedRan {
+                topic,
+                partition,
+                generation,
+                key,
+                ran,
+            } => self.parked_ran(&topic, partition, generation, key, ran),
         }
     }
 
@@ -426,6 +544,19 @@ impl Dispatcher<'_> {
                     self.store(topic, *partition, point);
                 }
             }
+            JobOutcome::Parked { due_at_ms } => {
+                let point = self.assignments().finished(
+                    topic,
+                    *partition,
+                    finished.generation,
+                    finished.offset,
+                );
+                if let Some(point) = point {
+                    self.store(topic, *partition, point);
+                }
+                self.lane_parked(finished.key, finished.generation, due_at_ms);
+                return false;
+            }
             // Its offset stays pending, so nothing behind it on its key may run either.
             JobOutcome::Abandoned | JobOutcome::GuardTripped => {
                 self.drop_lane(&finished.key);
@@ -485,6 +616,334 @@ impl Dispatcher<'_> {
         });
     }
 
+    /// True when the partition's parked keys are known for `generation`; otherwise starts
+    /// reading them (once) and the partition waits.
+    fn parking_known(&mut self, topic: &str, partition: i32, generation: u64) -> bool {
+        let slot = (topic.to_string(), partition);
+        match self.parking.get(&slot) {
+            Some(PartitionParking::Loaded { generation: g, .. }) if *g == generation => true,
+            Some(PartitionParking::Loading { generation: g }) if *g == generation => false,
+            _ => {
+                self.parking
+                    .insert(slot, PartitionParking::Loading { generation });
+                self.read_parking(topic, partition, generation, false);
+                false
+            }
+        }
+    }
+
+    fn read_parking(&mut self, topic: &str, partition: i32, generation: u64, refresh: bool) {
+        let shared = self.shared.clone();
+        let topic = topic.to_string();
+        self.tasks.spawn(async move {
+            let keys = loop {
+                match shared.parked.keys(&topic, partition).await {
+                    Ok(keys) => break Some(keys),
+                    Err(error) => {
+                        tracing::warn!(%error, topic, partition, "cannot read parked events: waiting for the database");
+                        if shared.stopping.is_cancelled()
+                            || !execute::wait_for_database(&shared).await
+                        {
+                            break None;
+                        }
+                    }
+                }
+            };
+            Done::ParkingRead {
+                topic,
+                partition,
+                generation,
+                keys,
+                refresh,
+            }
+        });
+    }
+
+    fn parking_read(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        generation: u64,
+        keys: Option<Vec<ParkedKey>>,
+        refresh: bool,
+    ) {
+        let slot = (topic.to_string(), partition);
+        let current = self.assignments().is_current(topic, partition, generation);
+        let Some(keys) = keys.filter(|_| current) else {
+            if !refresh {
+                self.parking.remove(&slot);
+            }
+            return;
+        };
+        if refresh {
+            // Only keys this dispatcher does not track yet: what it tracks is newer.
+            if let Some(known) = self
+                .parking
+                .get_mut(&slot)
+                .and_then(PartitionParking::keys_mut)
+            {
+                let read = PartitionParking::loaded(generation, keys);
+                if let PartitionParking::Loaded { keys: read, .. } = read {
+                    for (key, state) in read {
+                        known.entry(key).or_insert(state);
+                    }
+                }
+            }
+        } else {
+            if !keys.is_empty() {
+                tracing::info!(
+                    topic,
+                    partition,
+                    keys = keys.len(),
+                    "partition has parked events"
+                );
+            }
+            self.parking
+                .insert(slot, PartitionParking::loaded(generation, keys));
+            self.dispatch(topic, partition);
+        }
+        self.update_parked_gauge();
+    }
+
+    /// Parks `jobs` (records of parked keys, counted as inserting) behind their keys'
+    /// parked events.
+    fn park_behind(&mut self, topic: &str, partition: i32, generation: u64, jobs: Vec<Job>) {
+        let shared = self.shared.clone();
+        let topic = topic.to_string();
+        self.tasks.spawn(async move {
+            let events: Vec<ParkedEvent> =
+                jobs.iter().map(|job| parking::behind(&job.message)).collect();
+            let parked = loop {
+                match shared.parked.park(&events).await {
+                    Ok(()) => break true,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot park records behind their tenant: waiting for the database");
+                        if shared.stopping.is_cancelled()
+                            || !execute::wait_for_database(&shared).await
+                        {
+                            break false;
+                        }
+                    }
+                }
+            };
+            if parked {
+                metrics::counter!(EVENTS_PARKED, "reason" => "behind").increment(jobs.len() as u64);
+            }
+            Done::ParkedBehind {
+                topic,
+                partition,
+                generation,
+                jobs,
+                parked,
+            }
+        });
+    }
+
+    fn parked_behind(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        generation: u64,
+        jobs: Vec<Job>,
+        parked: bool,
+    ) {
+        let count = jobs.len();
+        let mut point = None;
+        {
+            let mut keys = self
+                .parking
+                .get_mut(&(topic.to_string(), partition))
+                .filter(|p| p.generation() == generation)
+                .and_then(PartitionParking::keys_mut);
+            let mut assignments = self
+                .assignments
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for job in &jobs {
+                if let Some(state) = keys
+                    .as_deref_mut()
+                    .and_then(|keys| keys.get_mut(job.message.key().unwrap_or_default()))
+                {
+                    state.inserting = state.inserting.saturating_sub(1);
+                    if parked {
+                        state.rows += 1;
+                    }
+                }
+                if parked {
+                    let moved = assignments.finished(
+                        topic,
+                        partition,
+                        job.generation,
+                        job.message.offset(),
+                    );
+                    point = moved.or(point);
+                }
+            }
+        }
+        self.set_buffered(self.buffered.saturating_sub(count));
+        if let Some(point) = point {
+            self.store(topic, partition, point);
+        }
+        self.forget_done_keys(topic, partition);
+        self.update_parked_gauge();
+    }
+
+    /// A lane's event was parked: its key is parked from now on, and what waited behind it
+    /// in the lane is parked behind it.
+    fn lane_parked(&mut self, key: KeyId, generation: u64, due_at_ms: i64) {
+        let waiting: Vec<Job> = self
+            .lanes
+            .remove(&key)
+            .map(|lane| lane.into_iter().map(|(job, _)| job).collect())
+            .unwrap_or_default();
+        let (topic, partition, record_key) = key;
+        let current = self.assignments().is_current(&topic, partition, generation);
+        let keys = self
+            .parking
+            .get_mut(&(topic.clone(), partition))
+            .filter(|p| p.generation() == generation && current)
+            .and_then(PartitionParking::keys_mut);
+        let Some(keys) = keys else {
+            // The partition was revoked meanwhile: its new holder reads the parked event.
+            self.set_buffered(self.buffered.saturating_sub(waiting.len()));
+            return;
+        };
+        let state = keys.entry(record_key).or_insert(ParkedKeyState {
+            rows: 0,
+            inserting: 0,
+            running: false,
+            due: parking::instant_of(due_at_ms),
+        });
+        state.rows += 1;
+        state.due = parking::instant_of(due_at_ms);
+        state.inserting += waiting.len();
+        if !waiting.is_empty() {
+            self.park_behind(&topic, partition, generation, waiting);
+        }
+        self.update_parked_gauge();
+    }
+
+    /// Starts the parked events that are due, reads the parked keys of partitions held but
+    /// not read yet, and now and then reads the held ones again; true when the failure
+    /// guard tripped.
+    fn tend_parked(&mut self) -> bool {
+        if self.draining {
+            return false;
+        }
+        let assigned = self.assignments().assigned();
+        let refresh = self.last_refresh.elapsed() >= PARKING_REFRESH;
+        if refresh {
+            self.last_refresh = tokio::time::Instant::now();
+        }
+        for (topic, partition) in assigned {
+            let Some(generation) = self.assignments().current(&topic, partition) else {
+                continue;
+            };
+            let known = self
+                .parking
+                .get(&(topic.clone(), partition))
+                .is_some_and(|p| p.generation() == generation);
+            if !known {
+                self.parking_known(&topic, partition, generation);
+            } else if refresh {
+                self.read_parking(&topic, partition, generation, true);
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let mut due = Vec::new();
+        for ((topic, partition), parking) in &mut self.parking {
+            let generation = parking.generation();
+            let Some(keys) = parking.keys_mut() else {
+                continue;
+            };
+            for (key, state) in keys.iter_mut() {
+                // Records still being parked behind may come before later ones: wait.
+                if !state.running && state.rows > 0 && state.inserting == 0 && state.due <= now {
+                    state.running = true;
+                    due.push((topic.clone(), *partition, generation, key.clone()));
+                }
+            }
+        }
+        for (topic, partition, generation, key) in due {
+            self.run_parked(topic, partition, generation, key);
+        }
+        false
+    }
+
+    fn run_parked(&mut self, topic: String, partition: i32, generation: u64, key: Vec<u8>) {
+        let shared = self.shared.clone();
+        let workers = self.workers.clone();
+        self.tasks.spawn(async move {
+            let ran = run_parked_head(&shared, &workers, &topic, partition, &key).await;
+            Done::ParkedRan {
+                topic,
+                partition,
+                generation,
+                key,
+                ran,
+            }
+        });
+    }
+
+    fn parked_ran(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        generation: u64,
+        key: Vec<u8>,
+        ran: ParkedRun,
+    ) -> bool {
+        let mut guard_tripped = false;
+        if let Some(keys) = self
+            .parking
+            .get_mut(&(topic.to_string(), partition))
+            .filter(|p| p.generation() == generation)
+            .and_then(PartitionParking::keys_mut)
+            && let Some(state) = keys.get_mut(&key)
+        {
+            state.running = false;
+            match ran {
+                ParkedRun::Removed => {
+                    state.rows = state.rows.saturating_sub(1);
+                    state.due = tokio::time::Instant::now();
+                }
+                ParkedRun::Rescheduled(due) => state.due = due,
+                ParkedRun::Empty => state.rows = 0,
+                ParkedRun::Stopped {
+                    guard_tripped: tripped,
+                } => guard_tripped = tripped,
+            }
+        }
+        self.forget_done_keys(topic, partition);
+        self.update_parked_gauge();
+        guard_tripped
+    }
+
+    /// Keys with nothing parked any more go back to the batches.
+    fn forget_done_keys(&mut self, topic: &str, partition: i32) {
+        if let Some(keys) = self
+            .parking
+            .get_mut(&(topic.to_string(), partition))
+            .and_then(PartitionParking::keys_mut)
+        {
+            keys.retain(|_, state| !state.is_done());
+        }
+    }
+
+    fn update_parked_gauge(&self) {
+        let rows: usize = self
+            .parking
+            .values()
+            .filter_map(|p| match p {
+                PartitionParking::Loaded { keys, .. } => {
+                    Some(keys.values().map(|s| s.rows).sum::<usize>())
+                }
+                PartitionParking::Loading { .. } => None,
+            })
+            .sum();
+        self.parked_gauge.set(rows as f64);
+    }
+
     fn store(&self, topic: &str, partition: i32, point: i64) {
         let mut offsets = TopicPartitionList::new();
         let stored = offsets
@@ -534,5 +993,61 @@ impl Dispatcher<'_> {
     fn set_buffered(&mut self, buffered: usize) {
         self.buffered = buffered;
         self.in_flight.set(buffered as f64);
+    }
+}
+
+/// Runs the first parked event of a key, if it is due, and removes it once handled or
+/// dead-lettered.
+async fn run_parked_head(
+    shared: &Shared,
+    workers: &Semaphore,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+) -> ParkedRun {
+    let stopped = ParkedRun::Stopped {
+        guard_tripped: false,
+    };
+    let head = loop {
+        match shared.parked.head(topic, partition, key).await {
+            Ok(head) => break head,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a parked event: waiting for the database");
+                if shared.stopping.is_cancelled() || !execute::wait_for_database(shared).await {
+                    return stopped;
+                }
+            }
+        }
+    };
+    let Some(head) = head else {
+        return ParkedRun::Empty;
+    };
+    if head.due_at_ms > parking::now_ms() {
+        // Parked again meanwhile (by an earlier holder of the partition).
+        return ParkedRun::Rescheduled(parking::instant_of(head.due_at_ms));
+    }
+    let Ok(_permit) = workers.acquire().await else {
+        return stopped;
+    };
+    let message = parking::message_of(&head);
+    let resume = parking::resume_of(shared, &head);
+    match execute::process(shared, &message, resume).await {
+        JobOutcome::Finished => loop {
+            match shared.parked.remove(topic, partition, head.offset).await {
+                Ok(()) => return ParkedRun::Removed,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot remove a handled parked event: waiting for the database");
+                    if shared.stopping.is_cancelled() || !execute::wait_for_database(shared).await {
+                        // Left parked: it runs again and its handlers skip it by their records.
+                        return stopped;
+                    }
+                }
+            }
+        },
+        JobOutcome::Parked { due_at_ms } => ParkedRun::Rescheduled(parking::instant_of(due_at_ms)),
+        JobOutcome::Abandoned => stopped,
+        JobOutcome::GuardTripped => ParkedRun::Stopped {
+            guard_tripped: true,
+        },
     }
 }

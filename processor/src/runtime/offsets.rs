@@ -88,6 +88,22 @@ impl Assignments {
         offsets.finished(offset)
     }
 
+    /// The generation of an assigned partition's current assignment, made when the
+    /// partition is assigned but nothing of it was received yet.
+    pub fn current(&mut self, topic: &str, partition: i32) -> Option<u64> {
+        if !self.assigned.contains(&(topic.to_string(), partition)) {
+            return None;
+        }
+        if self.get_mut(topic, partition).is_none() {
+            self.next_generation += 1;
+            self.partitions
+                .entry(topic.to_string())
+                .or_default()
+                .insert(partition, PartitionOffsets::new(self.next_generation));
+        }
+        self.get_mut(topic, partition).map(|p| p.generation)
+    }
+
     pub fn is_current(&self, topic: &str, partition: i32, generation: u64) -> bool {
         self.partitions
             .get(topic)

@@ -3,6 +3,7 @@
 
 mod forge;
 mod limits;
+mod quotas;
 mod retries;
 mod safety;
 mod signing;

@@ -109,7 +109,12 @@ async fn a_get_answered_500_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn attempts_run_out_with_the_last_status_and_body_in_the_error() {
-    let harness = Harness::start(&[]).await;
+    let harness = Harness::start(&[
+        ("TRIBUTARY_PROCESSOR_MAX_ATTEMPTS", "4"),
+        ("TRIBUTARY_PROCESSOR_RETRY_INITIAL_MS", "2000"),
+        ("TRIBUTARY_PROCESSOR_PARK_AFTER_MS", "10000"),
+    ])
+    .await;
     for i in 0..4 {
         harness
             .confluence
@@ -168,7 +173,7 @@ async fn a_retry_after_beyond_the_delay_cap_is_left_to_the_caller() {
 
 #[tokio::test(start_paused = true)]
 async fn timeouts_are_retried_for_gets_only() {
-    let harness = Harness::start(&[("TRIBUTARY_CONFLUENCE_MAX_ATTEMPTS", "2")]).await;
+    let harness = Harness::start(&[("TRIBUTARY_PROCESSOR_MAX_ATTEMPTS", "2")]).await;
     harness.confluence.set_delay(Duration::from_secs(120));
 
     let error = harness

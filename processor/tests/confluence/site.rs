@@ -12,8 +12,8 @@ use crate::{CLIENT_KEY, Harness};
 /// A site with quick retries and a short request timeout.
 async fn site() -> Harness {
     Harness::on_site(&[
-        ("TRIBUTARY_CONFLUENCE_RETRY_INITIAL_MS", "10"),
-        ("TRIBUTARY_CONFLUENCE_RETRY_MAX_MS", "50"),
+        ("TRIBUTARY_PROCESSOR_RETRY_INITIAL_MS", "10"),
+        ("TRIBUTARY_PROCESSOR_RETRY_MAX_MS", "50"),
         ("TRIBUTARY_CONFLUENCE_REQUEST_TIMEOUT_MS", "500"),
     ])
     .await

@@ -6,6 +6,7 @@ mod groups;
 mod lifecycle;
 mod mid_batch;
 mod ordering;
+mod parking;
 mod redelivery;
 mod retries;
 mod support;
