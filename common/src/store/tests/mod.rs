@@ -35,5 +35,6 @@ macro_rules! on_both_backends {
 
 mod forge;
 mod handled;
+mod rate_limits;
 mod tenant_changes;
 mod tenants;
