@@ -124,6 +124,109 @@ fn tenants_list_on_an_empty_database() {
     );
 }
 
+#[test]
+fn tenants_list_shows_quota_pauses_and_parked_events() {
+    use tributary_common::connect::LifecyclePayload;
+    use tributary_common::store::{
+        Database, ParkedEvent, ParkedStore, Pause, PauseScope, PauseStore, TenantStore,
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(TestDatabase::create());
+    let store = Database::Postgres(db.pool.clone());
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    rt.block_on(async {
+        for tenant in ["acme", "globex"] {
+            let install = LifecyclePayload::parse(
+                serde_json::json!({
+                    "key": "com.example.tributary", "clientKey": tenant,
+                    "sharedSecret": "s3cret-s3cret-s3cret-s3cret-s3cret",
+                    "baseUrl": format!("https://{tenant}.atlassian.net/wiki"),
+                    "eventType": "installed",
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .expect("install body");
+            TenantStore::new(store.clone(), tributary_devkit::test_keyring())
+                .record_install(&install, "ingest-install")
+                .await
+                .expect("installed");
+        }
+        PauseStore::new(store.clone())
+            .pause(&Pause {
+                scope: PauseScope::Tenant,
+                client_key: "acme".into(),
+                until_ms: now_ms + 300_000,
+                reason: "confluence-quota-tenant-based".into(),
+            })
+            .await
+            .expect("paused");
+        let parked = |offset| ParkedEvent {
+            topic: "tributary.events".into(),
+            partition: 0,
+            offset,
+            key: b"acme".to_vec(),
+            payload: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+            timestamp_ms: None,
+            client_key: "acme".into(),
+            resume_handler: None,
+            retries_used: 1,
+            due_at_ms: now_ms + 300_000,
+            last_error: "429".into(),
+            parked_at_ms: now_ms,
+        };
+        ParkedStore::new(store.clone())
+            .park(&[parked(7), parked(8)])
+            .await
+            .expect("parked");
+    });
+    let key = tributary_devkit::test_secret_key_base64();
+    let env = [
+        ("TRIBUTARY_DATABASE_URL", db.url.as_str()),
+        ("TRIBUTARY_SECRET_KEY", key.as_str()),
+    ];
+    let out = run("tributary", &["tenants", "list"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let line = |tenant: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(tenant))
+            .unwrap_or_else(|| panic!("no {tenant} in:\n{table}"))
+            .to_string()
+    };
+    let until = chrono::DateTime::from_timestamp_millis(now_ms + 300_000)
+        .expect("time")
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    assert!(line("acme").contains(&until), "{table}");
+    assert!(line("acme").split_whitespace().any(|w| w == "2"), "{table}");
+    assert!(!line("globex").contains(&until), "{table}");
+
+    let out = run("tributary", &["tenants", "list", "--json"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let acme = lines
+        .iter()
+        .find(|t| t["client_key"] == "acme")
+        .expect("acme listed");
+    assert_eq!(acme["parked_events"], 2);
+    assert_eq!(
+        acme["confluence_pause"],
+        "tenant: confluence-quota-tenant-based"
+    );
+    let globex = lines
+        .iter()
+        .find(|t| t["client_key"] == "globex")
+        .expect("globex listed");
+    assert_eq!(globex["parked_events"], 0);
+    assert!(globex["confluence_pause"].is_null());
+}
+
 fn db_name(url: &str) -> String {
     url.rsplit('/').next().unwrap_or_default().to_string()
 }

@@ -351,18 +351,37 @@ impl Dispatcher<'_> {
         if self.draining {
             return;
         }
-        let Some(queue) = self.queue_mut(topic, partition) else {
+        let Some(queue) = self
+            .partitions
+            .get_mut(topic)
+            .and_then(|partitions| partitions.get_mut(&partition))
+        else {
             return;
         };
         if queue.busy || queue.ready.is_empty() {
             return;
         }
+        // Records from before a revoke will be delivered again; the current ones decide.
+        let mut stale = 0;
+        {
+            let assignments = self
+                .assignments
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            while let Some(job) = queue.ready.front() {
+                if assignments.is_current(topic, partition, job.generation) {
+                    break;
+                }
+                queue.ready.pop_front();
+                stale += 1;
+            }
+        }
+        let generation = queue.ready.front().map(|job| job.generation);
+        self.set_buffered(self.buffered.saturating_sub(stale));
+        let Some(generation) = generation else {
+            return;
+        };
         // Nothing of a partition runs before its parked keys are known.
-        let generation = queue
-            .ready
-            .front()
-            .map(|job| job.generation)
-            .unwrap_or_default();
         if !self.parking_known(topic, partition, generation) {
             return;
         }
