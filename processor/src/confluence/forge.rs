@@ -57,6 +57,7 @@ impl ConfluenceClients {
             site: Arc::new(site),
             credentials: Credentials::Forge(ForgeCredentials { token, expires_at }),
             identity: Identity::App,
+            writes: None,
         })
     }
 }

@@ -7,8 +7,11 @@
 //! base URL with the app system token instead ([`ConfluenceClients::for_forge`]).
 //!
 //! Every request stays on the tenant's own base URL host, which must be on the tenant host
-//! allowlist; redirects are never followed. 429 and 503 answers, and for idempotent
-//! requests server errors, timeouts and connection failures, are retried with backoff.
+//! allowlist; redirects are never followed. 429 and 503 answers and refused connections,
+//! and for idempotent requests server errors and timeouts, are retried with backoff; a
+//! request that is not idempotent and whose outcome is unknown fails with
+//! [`ConfluenceError::OutcomeUnknown`], and the built-in write helpers make their effect
+//! happen once (see [`WriteKey`]).
 //! Each tenant has a cap on requests in flight and is paced when near its rate limit.
 
 mod answer;
@@ -17,6 +20,7 @@ mod error;
 mod forge;
 mod limiter;
 pub mod observe;
+mod once;
 mod request;
 mod retry;
 mod send;
@@ -27,6 +31,7 @@ pub use api::{
     Version,
 };
 pub use error::ConfluenceError;
+pub use once::WriteKey;
 pub use request::{ApiRequest, ApiResponse, segment};
 
 use std::sync::Arc;
@@ -108,6 +113,7 @@ impl ConfluenceClients {
             site: Arc::new(site),
             credentials: Credentials::Connect(secret),
             identity: Identity::App,
+            writes: None,
         })
     }
 }
@@ -192,6 +198,8 @@ pub struct ConfluenceClient {
     credentials: Credentials,
     limiter: Arc<TenantLimiter>,
     identity: Identity,
+    /// The handler run the built-in writes belong to, when the client was made for one.
+    writes: Option<WriteKey>,
 }
 
 impl std::fmt::Debug for ConfluenceClient {
@@ -200,6 +208,7 @@ impl std::fmt::Debug for ConfluenceClient {
             .field("client_key", &self.site.client_key)
             .field("base_url", &self.site.base_url)
             .field("acting_user", &self.acting_user())
+            .field("writes", &self.writes)
             .finish_non_exhaustive()
     }
 }
@@ -225,6 +234,16 @@ impl ConfluenceClient {
         ConfluenceClient {
             identity: Identity::User(key),
             ..self.clone()
+        }
+    }
+
+    /// The same client, its built-in writes keyed by one handler's run on one event:
+    /// retrying the run cannot make a comment or page twice, even when an earlier
+    /// attempt's answer was lost. [`crate::Context::confluence`] sets it.
+    pub fn for_event(self, key: &WriteKey) -> ConfluenceClient {
+        ConfluenceClient {
+            writes: Some(key.clone()),
+            ..self
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Atlassian's advice: back off as [`BackoffSchedule`](crate::backoff::BackoffSchedule)
 //! does, wait at least `Retry-After`, and retry only idempotent requests on server errors,
-//! timeouts and connection errors. 429 and 503 mean the request was not processed, so they
-//! are retried whatever the method.
+//! timeouts and connection errors. 429 and 503 mean the request was not processed, and a
+//! connection that could not be made carried nothing, so they are retried whatever the
+//! method.
 
 use std::time::Duration;
 

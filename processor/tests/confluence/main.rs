@@ -8,6 +8,7 @@ mod safety;
 mod signing;
 mod site;
 mod users;
+mod writes;
 
 use chrono::Utc;
 use tributary_common::Config;

@@ -9,3 +9,4 @@ mod ordering;
 mod redelivery;
 mod retries;
 mod support;
+mod writes;
