@@ -3,7 +3,11 @@
 //! The simulated site carries each write out and then answers late (past the client's
 //! timeout) or with 500, as a Confluence that did the work and failed to say so.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use serde_json::{Value, json};
 use tributary_common::connect::SharedSecret;
@@ -115,6 +119,85 @@ async fn a_raw_post_whose_answer_is_late_or_500_is_outcome_unknown_and_sent_once
         "both POSTs were carried out, once each"
     );
     harness.assert_all_verified();
+}
+
+/// A site that reads each whole request, writes `answer` (nothing, or the start of one)
+/// and closes the connection; and the count of requests it read.
+async fn breaking_site(answer: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut chunk = [0u8; 8192];
+                while !whole_request(&received) {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => received.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    (format!("http://{addr}/wiki"), requests)
+}
+
+/// True once `received` holds a request's head and as much body as it declares.
+fn whole_request(received: &[u8]) -> bool {
+    let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    received.len() >= end + 4 + length
+}
+
+#[tokio::test]
+async fn a_post_whose_connection_breaks_after_it_was_sent_is_outcome_unknown() {
+    for answer in [
+        &b""[..],
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: application/json\r\n\r\n{\"id\":"[..],
+    ] {
+        let (base_url, requests) = breaking_site(answer).await;
+        let clients = ConfluenceClients::from_config(&config("http://127.0.0.1:9/", &[]))
+            .expect("clients");
+        let client = clients
+            .for_tenant(&tenant(&base_url), SharedSecret::new(SECRET))
+            .expect("loopback tenant");
+        let error = client
+            .send(
+                ApiRequest::post("/rest/api/content")
+                    .json(&json!({ "type": "comment" }))
+                    .expect("json"),
+            )
+            .await
+            .expect_err("the connection broke");
+        match &error {
+            ConfluenceError::OutcomeUnknown {
+                attempts, cause, ..
+            } => {
+                assert_eq!(*attempts, 1);
+                assert!(
+                    matches!(**cause, ConfluenceError::Transport { .. }),
+                    "{cause:?}"
+                );
+            }
+            other => panic!("expected OutcomeUnknown, got {other:?}"),
+        }
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once");
+    }
 }
 
 #[tokio::test]
