@@ -136,8 +136,9 @@ impl ConfluenceClient {
         .await
     }
 
-    /// Creates a page. It is created through the v1 API with its [`WriteMarker`] in the
-    /// same request, so that after a lost answer, or on a handler's retry, the page is
+    /// Creates a page. It is created through the v1 API with its write marker (the
+    /// client's [`WriteKey`] and this create's place in the run) as a content property in
+    /// the same request, so that after a lost answer, or on a handler's retry, the page is
     /// looked up by space and title and returned if it carries the marker instead of
     /// being created again. The answer is mapped to the v2 shape (`other` holds the rest
     /// of the v1 answer).
@@ -216,8 +217,8 @@ impl ConfluenceClient {
         }
     }
 
-    /// Adds a footer comment to a page. It is created through the v1 API with its
-    /// [`WriteMarker`] in the same request, so that after a lost answer, or on a handler's
+    /// Adds a footer comment to a page. It is created through the v1 API with its write
+    /// marker (see [`ConfluenceClient::create_page`]) in the same request, so that after a lost answer, or on a handler's
     /// retry, the page's comments are searched for the marker and the one found is
     /// returned instead of commenting again. The answer is the v1 comment.
     pub async fn add_comment(
