@@ -96,6 +96,7 @@ pub enum ConfluenceError {
 impl ConfluenceError {
     /// True when the same call may succeed later (a handler should retry the event rather
     /// than dead-letter it): rate limits, unavailability, server errors, timeouts, network.
+    /// Never for [`ConfluenceError::OutcomeUnknown`], whose write may already have happened.
     pub fn is_transient(&self) -> bool {
         match self {
             ConfluenceError::Status { status, .. } => is_transient_status(*status),
