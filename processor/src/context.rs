@@ -6,7 +6,7 @@ use tributary_common::forge::SystemToken;
 use tributary_common::store::{ForgeInstallation, Tenant};
 
 use crate::backoff::RetryBudget;
-use crate::confluence::{ConfluenceClient, ConfluenceClients};
+use crate::confluence::{ConfluenceClient, ConfluenceClients, WriteKey};
 use crate::event::Event;
 use crate::handler::HandlerError;
 use crate::state::TenantState;
@@ -31,6 +31,8 @@ struct Inner {
     confluence: ConfluenceClients,
     /// The event's retries, shared by this run's Confluence requests and the runtime.
     budget: Arc<RetryBudget>,
+    /// Shared by every client this attempt makes, so their writes are numbered as one run.
+    writes: WriteKey,
 }
 
 pub(crate) struct ContextParts {
@@ -46,8 +48,10 @@ pub(crate) struct ContextParts {
 
 impl Context {
     pub(crate) fn new(parts: ContextParts) -> Context {
+        let writes = WriteKey::new(&parts.handler, parts.event.id(), parts.attempt);
         Context {
             inner: Arc::new(Inner {
+                writes,
                 event: parts.event,
                 handler: parts.handler,
                 attempt: parts.attempt,
@@ -96,21 +100,24 @@ impl Context {
 
     /// A Confluence REST client for the event's tenant, acting as the app: signed with the
     /// Connect shared secret when the tenant has a Connect identity, otherwise through its
-    /// Forge installation's API base URL with the app system token.
+    /// Forge installation's API base URL with the app system token. Its built-in writes
+    /// are keyed by this handler and event, so a retry does not make them twice.
     pub fn confluence(&self) -> Result<ConfluenceClient, HandlerError> {
         if let Some(cached) = &self.inner.tenant {
             return Ok(self
                 .inner
                 .confluence
                 .for_tenant(&cached.tenant, cached.secret.clone())?
-                .with_budget(self.inner.budget.clone()));
+                .with_budget(self.inner.budget.clone())
+                .for_event(&self.inner.writes));
         }
         if let Some((installation, token)) = &self.inner.forge {
             return Ok(self
                 .inner
                 .confluence
                 .for_forge(installation, token.clone())?
-                .with_budget(self.inner.budget.clone()));
+                .with_budget(self.inner.budget.clone())
+                .for_event(&self.inner.writes));
         }
         Err(HandlerError::permanent(format!(
             "tenant {} is not installed",

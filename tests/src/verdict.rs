@@ -12,17 +12,23 @@ use tributary_devkit::harness::Delivery;
 pub fn comment_calls(calls: &[Call]) -> HashMap<String, Vec<u64>> {
     let mut per_event: HashMap<String, Vec<u64>> = HashMap::new();
     for call in calls {
-        if call.method != "POST" || !call.target.ends_with("/api/v2/footer-comments") {
-            continue;
-        }
-        if !call.verdict.is_accepted() || call.status != 200 {
+        if call.method != "POST" || !call.verdict.is_accepted() || call.status != 200 {
             continue;
         }
         let Ok(body) = serde_json::from_slice::<Value>(&call.body) else {
             continue;
         };
-        if let Some(id) = body
-            .pointer("/body/value")
+        // A comment made through v2, or through v1 as the client's add_comment makes it.
+        let value = if call.target.ends_with("/api/v2/footer-comments") {
+            body.pointer("/body/value")
+        } else if call.target.contains("/rest/api/content")
+            && body.get("type").and_then(Value::as_str) == Some("comment")
+        {
+            body.pointer("/body/storage/value")
+        } else {
+            None
+        };
+        if let Some(id) = value
             .and_then(Value::as_str)
             .and_then(|v| v.strip_prefix("<p>"))
             .and_then(|v| v.strip_suffix("</p>"))

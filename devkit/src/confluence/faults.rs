@@ -59,6 +59,12 @@ pub enum Fault {
     Answer(Scripted),
     /// Hold the request without answering until the client gives up.
     Hang,
+    /// Do what the request asks, then answer this instead (an error raised after the work
+    /// was done, so the client cannot tell that it was).
+    AnswerAfterWork(Scripted),
+    /// Do what the request asks, then hold the answer this long: past the client's
+    /// timeout, the client never learns that it was done.
+    AnswerLate(Duration),
 }
 
 impl Fault {
@@ -73,6 +79,16 @@ impl Fault {
     /// 503, with `Retry-After` when given.
     pub fn unavailable(retry_after_seconds: Option<u64>) -> Fault {
         Fault::Answer(Scripted::confluence_error(503, retry_after_seconds))
+    }
+
+    /// `status` (500, 502, 504...) answered after the request was carried out.
+    pub fn failed_after_work(status: u16) -> Fault {
+        Fault::AnswerAfterWork(Scripted::confluence_error(status, None))
+    }
+
+    /// The request carried out, its answer held for `delay`.
+    pub fn answered_late(delay: Duration) -> Fault {
+        Fault::AnswerLate(delay)
     }
 }
 
@@ -93,19 +109,37 @@ enum Remaining {
     NotStarted(Duration),
 }
 
+#[derive(Debug)]
+struct Planned {
+    fault: Fault,
+    remaining: Remaining,
+    /// Only requests with this method meet the fault; others are answered as usual and
+    /// leave it waiting.
+    method: Option<String>,
+}
+
 /// Faults in the order they were planned; the first one not used up applies.
 #[derive(Debug, Default)]
 pub(super) struct FaultPlan {
-    planned: VecDeque<(Fault, Remaining)>,
+    planned: VecDeque<Planned>,
 }
 
 impl FaultPlan {
     pub fn push(&mut self, fault: Fault, span: FaultSpan) {
+        self.push_for(None, fault, span);
+    }
+
+    /// Plans a fault that only requests with `method` meet.
+    pub fn push_for(&mut self, method: Option<&str>, fault: Fault, span: FaultSpan) {
         let remaining = match span {
             FaultSpan::Requests(n) => Remaining::Requests(n),
             FaultSpan::For(duration) => Remaining::NotStarted(duration),
         };
-        self.planned.push_back((fault, remaining));
+        self.planned.push_back(Planned {
+            fault,
+            remaining,
+            method: method.map(str::to_ascii_uppercase),
+        });
     }
 
     pub fn clear(&mut self) {
@@ -113,23 +147,38 @@ impl FaultPlan {
     }
 
     /// The fault the next request gets, if any, using it up.
+    #[cfg(test)]
     pub fn next(&mut self) -> Option<Fault> {
+        self.next_for("GET")
+    }
+
+    /// The fault the next request, made with `method`, gets, if any, using it up.
+    pub fn next_for(&mut self, method: &str) -> Option<Fault> {
         let now = Instant::now();
-        while let Some((fault, remaining)) = self.planned.front_mut() {
+        while let Some(Planned {
+            fault,
+            remaining,
+            method: only,
+        }) = self.planned.front_mut()
+        {
+            let used_up = match remaining {
+                Remaining::Requests(0) => true,
+                Remaining::Until(until) => now >= *until,
+                Remaining::Requests(_) | Remaining::NotStarted(_) => false,
+            };
+            if used_up {
+                self.planned.pop_front();
+                continue;
+            }
+            if only.as_deref().is_some_and(|only| only != method) {
+                return None;
+            }
             match remaining {
-                Remaining::Requests(0) => {}
-                Remaining::Requests(n) => {
-                    *n -= 1;
-                    return Some(fault.clone());
-                }
-                Remaining::NotStarted(duration) => {
-                    *remaining = Remaining::Until(now + *duration);
-                    return Some(fault.clone());
-                }
-                Remaining::Until(until) if now < *until => return Some(fault.clone()),
+                Remaining::Requests(n) => *n -= 1,
+                Remaining::NotStarted(duration) => *remaining = Remaining::Until(now + *duration),
                 Remaining::Until(_) => {}
             }
-            self.planned.pop_front();
+            return Some(fault.clone());
         }
         None
     }
@@ -164,5 +213,23 @@ mod tests {
         assert_eq!(plan.next(), Some(Fault::Hang));
         plan.clear();
         assert_eq!(plan.next(), None);
+    }
+
+    #[test]
+    fn a_fault_for_one_method_waits_for_a_request_with_it() {
+        let mut plan = FaultPlan::default();
+        plan.push_for(
+            Some("post"),
+            Fault::answered_late(Duration::from_secs(5)),
+            FaultSpan::Requests(1),
+        );
+        plan.push(Fault::unavailable(None), FaultSpan::Requests(1));
+        assert_eq!(plan.next_for("GET"), None, "a GET passes the POST's fault");
+        assert_eq!(
+            plan.next_for("POST"),
+            Some(Fault::answered_late(Duration::from_secs(5)))
+        );
+        assert_eq!(plan.next_for("GET"), Some(Fault::unavailable(None)));
+        assert_eq!(plan.next_for("POST"), None);
     }
 }

@@ -12,7 +12,8 @@
 //! `/ex/confluence/<cloudId>/wiki/...`, with its installation's app system token as bearer.
 //!
 //! It can be told to misbehave: answer 429 or 503 with `Retry-After` (or any scripted
-//! answer), or hang, for the next N requests or for a while; or hold every answer a little.
+//! answer), or hang, for the next N requests or for a while; do the work and then answer
+//! 500, or answer only after the client has given up; or hold every answer a little.
 
 mod auth;
 mod faults;
@@ -288,6 +289,12 @@ impl Simulator {
         lock(&self.shared.faults).push(fault, span);
     }
 
+    /// Misbehaves for `span` of the requests made with `method`, after the faults already
+    /// planned have run out; requests with other methods meanwhile are answered as usual.
+    pub fn misbehave_on(&self, method: &str, fault: Fault, span: FaultSpan) {
+        lock(&self.shared.faults).push_for(Some(method), fault, span);
+    }
+
     /// Answers the next authenticated request with `answer`, after what is already planned.
     pub fn enqueue(&self, answer: Scripted) {
         self.misbehave(Fault::Answer(answer), FaultSpan::Requests(1));
@@ -321,6 +328,21 @@ impl Simulator {
     /// The comments on a page, oldest first (storage-format bodies).
     pub fn comments(&self, client_key: &str, page_id: &str) -> Vec<String> {
         self.shared.sites.comments(client_key, page_id)
+    }
+
+    /// The key of a space pages were added to (`S<id>`), which v1 creates name it by.
+    pub fn space_key(&self, client_key: &str, space_id: &str) -> Option<String> {
+        self.shared.sites.space_key(client_key, space_id)
+    }
+
+    /// A page's current version number and title.
+    pub fn page_version(&self, client_key: &str, page_id: &str) -> Option<(u64, String)> {
+        self.shared.sites.page_version(client_key, page_id)
+    }
+
+    /// The ids of the pages titled `title` in a space.
+    pub fn pages_titled(&self, client_key: &str, space_id: &str, title: &str) -> Vec<String> {
+        self.shared.sites.pages_titled(client_key, space_id, title)
     }
 
     /// The labels on a piece of content.
@@ -401,7 +423,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let fault = lock(&shared.faults).next();
+            let usual = || match shared.settings.answers {
+                Answers::Site => shared
+                    .sites
+                    .answer(client_key, &method, &site_target, &body),
+                Answers::Echo => echo(&method, &site_target, &body),
+            };
+            let fault = lock(&shared.faults).next_for(&method);
             match fault {
                 Some(Fault::Hang) => {
                     // Held until the client gives up or the simulator stops.
@@ -409,12 +437,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                     return error(StatusCode::SERVICE_UNAVAILABLE, "stopping");
                 }
                 Some(Fault::Answer(answer)) => scripted(answer),
-                None => match shared.settings.answers {
-                    Answers::Site => shared
-                        .sites
-                        .answer(client_key, &method, &site_target, &body),
-                    Answers::Echo => echo(&method, &site_target, &body),
-                },
+                Some(Fault::AnswerAfterWork(answer)) => {
+                    drop(usual());
+                    scripted(answer)
+                }
+                Some(Fault::AnswerLate(delay)) => {
+                    let response = usual();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shared.stop.cancelled() => {}
+                    }
+                    response
+                }
+                None => usual(),
             }
         }
     };

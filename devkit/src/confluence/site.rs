@@ -1,5 +1,9 @@
 //! Tenants' content and the REST calls on it: pages (v1 content and v2 pages), footer
 //! comments, labels and content properties, answered in Confluence's JSON shapes.
+//!
+//! Content created through v1 (`POST /rest/api/content`) keeps the properties its
+//! `metadata.properties` names, and `expand=metadata.properties.<key>` brings them back,
+//! on single content, on content lists and on a page's comments, as Confluence does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -22,6 +26,8 @@ pub(super) struct Sites {
 #[derive(Default)]
 struct Site {
     pages: BTreeMap<String, Page>,
+    /// Space keys by space id.
+    spaces: BTreeMap<String, String>,
     issued: u64,
 }
 
@@ -51,13 +57,18 @@ struct Property {
 }
 
 struct Comment {
+    id: String,
     body: String,
+    properties: BTreeMap<String, Property>,
 }
 
 impl Sites {
     pub fn add_page(&self, client_key: &str, id: &str, space_id: &str, title: &str) {
         let mut tenants = lock(&self.tenants);
         let site = tenants.entry(client_key.to_string()).or_default();
+        site.spaces
+            .entry(space_id.to_string())
+            .or_insert_with(|| format!("S{space_id}"));
         site.pages.insert(
             id.to_string(),
             Page::new(id.to_string(), space_id.to_string(), title.to_string()),
@@ -69,6 +80,35 @@ impl Sites {
             .get(client_key)
             .and_then(|site| site.pages.get(page_id))
             .map(|page| page.comments.iter().map(|c| c.body.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The key of a space a page was added to (`S<id>`).
+    pub fn space_key(&self, client_key: &str, space_id: &str) -> Option<String> {
+        lock(&self.tenants)
+            .get(client_key)
+            .and_then(|site| site.spaces.get(space_id).cloned())
+    }
+
+    /// A page's version number and title.
+    pub fn page_version(&self, client_key: &str, page_id: &str) -> Option<(u64, String)> {
+        lock(&self.tenants)
+            .get(client_key)
+            .and_then(|site| site.pages.get(page_id))
+            .map(|page| (page.version, page.title.clone()))
+    }
+
+    /// The ids of the pages in a space titled `title` (at most one, titles being unique).
+    pub fn pages_titled(&self, client_key: &str, space_id: &str, title: &str) -> Vec<String> {
+        lock(&self.tenants)
+            .get(client_key)
+            .map(|site| {
+                site.pages
+                    .values()
+                    .filter(|p| p.space_id == space_id && p.title == title)
+                    .map(|p| p.id.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -106,8 +146,22 @@ impl Sites {
         let site = tenants.entry(client_key.to_string()).or_default();
         match (method, segments.as_slice()) {
             ("GET", ["rest", "api", "content", id]) => match site.pages.get(*id) {
-                Some(page) => ok_json(StatusCode::OK, page.v1(&param("expand"))),
+                Some(page) => ok_json(StatusCode::OK, page.v1(site, &param("expand"))),
                 None => not_found("content"),
+            },
+            ("POST", ["rest", "api", "content"]) => {
+                create_content(site, json_body, &param("expand"))
+            }
+            ("GET", ["rest", "api", "content"]) => list_content(site, &param),
+            ("GET", ["rest", "api", "content", id, "child", "comment"]) => {
+                child_comments(site, id, &param)
+            }
+            ("GET", ["api", "v2", "spaces", id]) => match site.spaces.get(*id) {
+                Some(key) => ok_json(
+                    StatusCode::OK,
+                    json!({ "id": id, "key": key, "name": key, "type": "global", "status": "current" }),
+                ),
+                None => not_found("space"),
             },
             ("GET", ["api", "v2", "pages", id]) => match site.pages.get(*id) {
                 Some(page) => ok_json(
@@ -153,21 +207,31 @@ impl Page {
         }
     }
 
-    fn v1(&self, expand: &str) -> Value {
+    fn v1(&self, site: &Site, expand: &str) -> Value {
         let mut content = json!({
             "id": self.id,
             "type": "page",
             "status": "current",
             "title": self.title,
-            "space": { "id": self.space_id },
+            "space": {
+                "id": self.space_id.parse::<u64>().map_or_else(|_| json!(self.space_id), |id| json!(id)),
+                "key": site.spaces.get(&self.space_id),
+            },
             "version": { "number": self.version, "minorEdit": false },
             "_links": { "webui": format!("/spaces/{}/pages/{}", self.space_id, self.id) },
         });
-        if expand.split(',').any(|e| e == "body.storage") {
+        if expands(expand, "body.storage") {
             content["body"] = json!({
                 "storage": { "value": self.body, "representation": "storage" }
             });
         }
+        if expands(expand, "ancestors") {
+            content["ancestors"] = match &self.parent_id {
+                Some(parent) => json!([{ "id": parent, "type": "page" }]),
+                None => json!([]),
+            };
+        }
+        expand_properties(&mut content, &self.properties, expand);
         content
     }
 
@@ -188,6 +252,47 @@ impl Page {
         }
         page
     }
+}
+
+impl Comment {
+    fn v1(&self, page: &Page, expand: &str) -> Value {
+        let mut content = json!({
+            "id": self.id,
+            "type": "comment",
+            "status": "current",
+            "title": format!("Re: {}", page.title),
+            "container": { "id": page.id, "type": "page" },
+            "version": { "number": 1 },
+            "extensions": { "location": "footer" },
+            "body": { "storage": { "representation": "storage", "value": self.body } },
+            "_links": { "webui": format!("/spaces/{}/pages/{}?focusedCommentId={}", page.space_id, page.id, self.id) },
+        });
+        expand_properties(&mut content, &self.properties, expand);
+        content
+    }
+}
+
+fn expands(expand: &str, what: &str) -> bool {
+    expand.split(',').any(|e| e == what)
+}
+
+/// Fills `metadata.properties` with the properties `expand` names, one by one
+/// (`metadata.properties.<key>`) or all at once (`metadata.properties`).
+fn expand_properties(content: &mut Value, properties: &BTreeMap<String, Property>, expand: &str) {
+    let all = expands(expand, "metadata.properties");
+    let named: Vec<&str> = expand
+        .split(',')
+        .filter_map(|e| e.strip_prefix("metadata.properties."))
+        .collect();
+    if !all && named.is_empty() {
+        return;
+    }
+    let expanded: serde_json::Map<String, Value> = properties
+        .iter()
+        .filter(|(key, _)| all || named.contains(&key.as_str()))
+        .map(|(key, property)| (key.clone(), property.json(key)))
+        .collect();
+    content["metadata"] = json!({ "properties": expanded });
 }
 
 impl Property {
@@ -281,7 +386,9 @@ fn add_comment(site: &mut Site, body: Option<Value>) -> Response {
         return not_found("page");
     };
     page.comments.push(Comment {
+        id: id.clone(),
         body: value.to_string(),
+        properties: BTreeMap::new(),
     });
     ok_json(
         StatusCode::OK,
@@ -382,4 +489,171 @@ fn update_property(site: &mut Site, id: &str, key: &str, body: Option<Value>) ->
     property.value = value.clone();
     property.version = version;
     ok_json(StatusCode::OK, property.json(key))
+}
+
+/// The properties a v1 create body's `metadata.properties` names, each at version 1.
+fn created_properties(
+    site: &mut Site,
+    body: &Value,
+) -> Result<BTreeMap<String, Property>, &'static str> {
+    let mut properties = BTreeMap::new();
+    let Some(named) = body.pointer("/metadata/properties") else {
+        return Ok(properties);
+    };
+    let Some(named) = named.as_object() else {
+        return Err("metadata.properties must be an object");
+    };
+    for (key, property) in named {
+        let Some(value) = property.get("value") else {
+            return Err("a content property needs a value");
+        };
+        properties.insert(
+            key.clone(),
+            Property {
+                id: site.next_id(),
+                value: value.clone(),
+                version: 1,
+            },
+        );
+    }
+    Ok(properties)
+}
+
+/// `POST /rest/api/content`: a page in a space (by key) or a comment on a page, with its
+/// properties stored in the same step.
+fn create_content(site: &mut Site, body: Option<Value>, expand: &str) -> Response {
+    let Some(body) = body else {
+        return bad_request("body is not JSON");
+    };
+    let storage = text(&body, "/body/storage/value")
+        .unwrap_or_default()
+        .to_string();
+    match text(&body, "/type") {
+        Some("page") => {
+            let (Some(space_key), Some(title)) = (text(&body, "/space/key"), text(&body, "/title"))
+            else {
+                return bad_request("space.key and title are required");
+            };
+            let Some(space_id) = site
+                .spaces
+                .iter()
+                .find(|(_, key)| key.as_str() == space_key)
+                .map(|(id, _)| id.clone())
+            else {
+                return bad_request(&format!("No space with key : {space_key}"));
+            };
+            if site
+                .pages
+                .values()
+                .any(|p| p.space_id == space_id && p.title == title)
+            {
+                return bad_request("A page with this title already exists");
+            }
+            let parent_id = body.pointer("/ancestors/0/id").and_then(|id| {
+                id.as_str()
+                    .map(str::to_string)
+                    .or_else(|| id.as_u64().map(|n| n.to_string()))
+            });
+            if let Some(parent) = &parent_id
+                && !site.pages.contains_key(parent)
+            {
+                return bad_request("the parent page does not exist");
+            }
+            let properties = match created_properties(site, &body) {
+                Ok(properties) => properties,
+                Err(why) => return bad_request(why),
+            };
+            let id = site.next_id();
+            let mut page = Page::new(id.clone(), space_id, title.to_string());
+            page.body = storage;
+            page.parent_id = parent_id;
+            page.properties = properties;
+            site.pages.insert(id.clone(), page);
+            let Some(page) = site.pages.get(&id) else {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "page vanished");
+            };
+            ok_json(StatusCode::OK, page.v1(site, expand))
+        }
+        Some("comment") => {
+            let Some(page_id) = text(&body, "/container/id") else {
+                return bad_request("container.id is required");
+            };
+            let page_id = page_id.to_string();
+            if !site.pages.contains_key(&page_id) {
+                return not_found("content");
+            }
+            let properties = match created_properties(site, &body) {
+                Ok(properties) => properties,
+                Err(why) => return bad_request(why),
+            };
+            let id = site.next_id();
+            let Some(page) = site.pages.get_mut(&page_id) else {
+                return not_found("content");
+            };
+            page.comments.push(Comment {
+                id,
+                body: storage,
+                properties,
+            });
+            let page = &*page;
+            match page.comments.last() {
+                Some(comment) => ok_json(StatusCode::OK, comment.v1(page, expand)),
+                None => error(StatusCode::INTERNAL_SERVER_ERROR, "comment vanished"),
+            }
+        }
+        _ => bad_request("type must be page or comment"),
+    }
+}
+
+/// `GET /rest/api/content?type=page&spaceKey=&title=`: the pages matching every filter given.
+fn list_content(site: &Site, param: &dyn Fn(&str) -> String) -> Response {
+    let kind = param("type");
+    if !kind.is_empty() && kind != "page" {
+        return ok_json(StatusCode::OK, listing(Vec::new(), 0, 25, false));
+    }
+    let space_key = param("spaceKey");
+    let title = param("title");
+    let expand = param("expand");
+    let matching: Vec<Value> = site
+        .pages
+        .values()
+        .filter(|p| space_key.is_empty() || site.spaces.get(&p.space_id) == Some(&space_key))
+        .filter(|p| title.is_empty() || p.title == title)
+        .map(|p| p.v1(site, &expand))
+        .collect();
+    page_of(matching, param)
+}
+
+/// `GET /rest/api/content/{id}/child/comment`: the page's footer comments, oldest first.
+fn child_comments(site: &Site, id: &str, param: &dyn Fn(&str) -> String) -> Response {
+    let Some(page) = site.pages.get(id) else {
+        return not_found("content");
+    };
+    let expand = param("expand");
+    let comments = page.comments.iter().map(|c| c.v1(page, &expand)).collect();
+    page_of(comments, param)
+}
+
+/// One page of `all`, by the `start` and `limit` parameters, in the v1 list shape.
+fn page_of(all: Vec<Value>, param: &dyn Fn(&str) -> String) -> Response {
+    let start = param("start").parse::<usize>().unwrap_or(0);
+    let limit = param("limit").parse::<usize>().unwrap_or(25).clamp(1, 100);
+    let more = all.len() > start + limit;
+    let results: Vec<Value> = all.into_iter().skip(start).take(limit).collect();
+    ok_json(StatusCode::OK, listing(results, start, limit, more))
+}
+
+fn listing(results: Vec<Value>, start: usize, limit: usize, more: bool) -> Value {
+    let mut links = json!({ "base": "", "context": BASE_PATH });
+    if more {
+        links["next"] = json!(format!("?start={}&limit={limit}", start + limit));
+    }
+    let size = results.len();
+    json!({
+        "results": results,
+        "start": start,
+        "limit": limit,
+        "size": size,
+        "_links": links,
+    })
 }

@@ -81,6 +81,19 @@ pub enum ConfluenceError {
         path: String,
         message: String,
     },
+    /// A request that is not idempotent was sent and then failed in a way that does not
+    /// say whether Confluence acted on it (a timeout, a broken connection or answer, or
+    /// 408/500/502/504). It was not repeated, since repeating it could make a second
+    /// comment or page. Not transient: retrying the event would repeat the write blindly,
+    /// so a handler that passes it on dead-letters the event, where an operator can check
+    /// the site and replay it. `cause` is the error it would otherwise have been.
+    #[error("{method} {path}: outcome unknown after {attempts} attempt(s), not repeated: {cause}")]
+    OutcomeUnknown {
+        method: String,
+        path: String,
+        attempts: u32,
+        cause: Box<ConfluenceError>,
+    },
     /// The answer was not the JSON the caller expected.
     #[error("{method} {path}: answer is not the expected JSON: {message}")]
     Decode {
@@ -93,6 +106,7 @@ pub enum ConfluenceError {
 impl ConfluenceError {
     /// True when the same call may succeed later (a handler should retry the event rather
     /// than dead-letter it): rate limits, unavailability, server errors, timeouts, network.
+    /// Never for [`ConfluenceError::OutcomeUnknown`], whose write may already have happened.
     pub fn is_transient(&self) -> bool {
         match self {
             ConfluenceError::Status { status, .. } => is_transient_status(*status),
@@ -101,7 +115,8 @@ impl ConfluenceError {
             | ConfluenceError::Connect { .. }
             | ConfluenceError::Transport { .. } => true,
             ConfluenceError::TokenGrant { status, .. } => status.is_none_or(is_transient_status),
-            ConfluenceError::HostNotAllowed(_)
+            ConfluenceError::OutcomeUnknown { .. }
+            | ConfluenceError::HostNotAllowed(_)
             | ConfluenceError::InvalidRequest(_)
             | ConfluenceError::NoOAuthClientId
             | ConfluenceError::Config(_)
@@ -119,6 +134,7 @@ impl ConfluenceError {
                 Some(*status)
             }
             ConfluenceError::TokenGrant { status, .. } => *status,
+            ConfluenceError::OutcomeUnknown { cause, .. } => cause.status(),
             _ => None,
         }
     }
@@ -170,5 +186,16 @@ mod tests {
         assert!(!status(404).is_transient());
         assert!(!status(400).is_transient());
         assert!(!ConfluenceError::HostNotAllowed("evil.example".into()).is_transient());
+        let unknown = ConfluenceError::OutcomeUnknown {
+            method: "POST".into(),
+            path: "/rest/api/content".into(),
+            attempts: 1,
+            cause: Box::new(status(500)),
+        };
+        assert!(
+            !unknown.is_transient(),
+            "a write that may have happened is not repeated blindly"
+        );
+        assert_eq!(unknown.status(), Some(500));
     }
 }

@@ -58,6 +58,7 @@ impl ConfluenceClients {
             credentials: Credentials::Forge(ForgeCredentials { token, expires_at }),
             identity: Identity::App,
             budget: None,
+            writes: None,
         })
     }
 }

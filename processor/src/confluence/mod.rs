@@ -7,11 +7,13 @@
 //! base URL with the app system token instead ([`ConfluenceClients::for_forge`]).
 //!
 //! Every request stays on the tenant's own base URL host, which must be on the tenant host
-//! allowlist; redirects are never followed. 429 and 503 answers, and for idempotent
-//! requests server errors, timeouts and connection failures, are retried with backoff, out
-//! of the event's one retry budget. Each tenant has a cap on requests in flight and is
-//! paced when near its rate limit; a spent quota pauses the tenant's calls (or, for the
-//! app's global quota, all calls) in every replica.
+//! allowlist; redirects are never followed. 429 and 503 answers and refused connections,
+//! and for idempotent requests server errors and timeouts, are retried with backoff, out
+//! of the event's one retry budget; a request that is not idempotent and whose outcome is
+//! unknown fails with [`ConfluenceError::OutcomeUnknown`], and the built-in write helpers
+//! make their effect happen once (see [`WriteKey`]). Each tenant has a cap on requests in
+//! flight and is paced when near its rate limit; a spent quota pauses the tenant's calls
+//! (or, for the app's global quota, all calls) in every replica.
 
 mod answer;
 mod api;
@@ -19,6 +21,7 @@ mod error;
 mod forge;
 mod limiter;
 pub mod observe;
+mod once;
 mod pauses;
 mod request;
 mod retry;
@@ -31,6 +34,7 @@ pub use api::{
     Version,
 };
 pub use error::ConfluenceError;
+pub use once::WriteKey;
 pub use request::{ApiRequest, ApiResponse, segment};
 
 use std::sync::Arc;
@@ -130,6 +134,7 @@ impl ConfluenceClients {
             credentials: Credentials::Connect(secret),
             identity: Identity::App,
             budget: None,
+            writes: None,
         })
     }
 }
@@ -216,6 +221,8 @@ pub struct ConfluenceClient {
     identity: Identity,
     /// The retry budget of the event this client was made for.
     budget: Option<Arc<RetryBudget>>,
+    /// The handler run the built-in writes belong to, when the client was made for one.
+    writes: Option<WriteKey>,
 }
 
 impl std::fmt::Debug for ConfluenceClient {
@@ -224,6 +231,7 @@ impl std::fmt::Debug for ConfluenceClient {
             .field("client_key", &self.site.client_key)
             .field("base_url", &self.site.base_url)
             .field("acting_user", &self.acting_user())
+            .field("writes", &self.writes)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +257,16 @@ impl ConfluenceClient {
         ConfluenceClient {
             identity: Identity::User(key),
             ..self.clone()
+        }
+    }
+
+    /// The same client, its built-in writes keyed by one handler's run on one event:
+    /// retrying the run cannot make a comment or page twice, even when an earlier
+    /// attempt's answer was lost. [`crate::Context::confluence`] sets it.
+    pub fn for_event(self, key: &WriteKey) -> ConfluenceClient {
+        ConfluenceClient {
+            writes: Some(key.clone()),
+            ..self
         }
     }
 

@@ -1,9 +1,10 @@
 //! When to try a Confluence request again, and how long the answer asks to wait.
 //!
 //! Atlassian's advice: back off as [`BackoffSchedule`](crate::backoff::BackoffSchedule)
-//! does, wait at least `Retry-After` (read in `signals`), and retry only idempotent requests
-//! on server errors, timeouts and connection errors. 429 and 503 mean the request was not processed, so they
-//! are retried whatever the method.
+//! does, wait at least `Retry-After` (read in `signals`), and retry only idempotent requests on server errors,
+//! timeouts and connection errors. 429 and 503 mean the request was not processed, and a
+//! connection that could not be made carried nothing, so they are retried whatever the
+//! method.
 
 use super::observe::RetryReason;
 

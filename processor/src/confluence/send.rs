@@ -43,10 +43,21 @@ impl Failure {
         let retryable = match self {
             Failure::Status { status, .. } => Retry::for_status(*status),
             Failure::Timeout => Retry::IfIdempotent(RetryReason::Timeout),
-            Failure::Connect(_) => Retry::IfIdempotent(RetryReason::Connect),
+            // No connection, so nothing was sent: safe to repeat whatever the method.
+            Failure::Connect(_) => Retry::Always(RetryReason::Connect),
             Failure::Redirect(_) | Failure::Transport(_) | Failure::Fatal(_) => Retry::Never,
         };
         retryable.reason(idempotent)
+    }
+
+    /// True when the request went out and what became of it is not known: Confluence may
+    /// have acted on it and the answer was lost, late or an error raised after the work.
+    fn leaves_outcome_unknown(&self) -> bool {
+        match self {
+            Failure::Timeout | Failure::Transport(_) => true,
+            Failure::Status { status, .. } => matches!(status, 408 | 500 | 502 | 504),
+            Failure::Redirect(_) | Failure::Connect(_) | Failure::Fatal(_) => false,
+        }
     }
 
     fn retry_after(&self) -> Option<Duration> {
@@ -56,7 +67,23 @@ impl Failure {
         }
     }
 
+    /// The error a caller sees. A request that is not idempotent and whose outcome is
+    /// unknown becomes [`ConfluenceError::OutcomeUnknown`], which no one retries blindly.
     fn into_error(self, request: &ApiRequest, attempts: u32) -> ConfluenceError {
+        let unknown = !request.idempotent && self.leaves_outcome_unknown();
+        let error = self.into_plain_error(request, attempts);
+        if !unknown {
+            return error;
+        }
+        ConfluenceError::OutcomeUnknown {
+            method: request.method().to_string(),
+            path: request.path().to_string(),
+            attempts,
+            cause: Box::new(error),
+        }
+    }
+
+    fn into_plain_error(self, request: &ApiRequest, attempts: u32) -> ConfluenceError {
         let method = request.method().to_string();
         let path = request.path().to_string();
         match self {
@@ -114,6 +141,7 @@ fn outcome_of(result: &Result<ApiResponse, ConfluenceError>) -> &'static str {
             ConfluenceError::Timeout { .. } => "timeout",
             ConfluenceError::Connect { .. } => "connect",
             ConfluenceError::Transport { .. } => "transport",
+            ConfluenceError::OutcomeUnknown { .. } => "outcome_unknown",
             _ => "not_sent",
         },
     }
@@ -133,10 +161,11 @@ fn describe(error: &reqwest::Error) -> String {
 
 fn classify(error: reqwest::Error) -> Failure {
     let error = error.without_url();
-    if error.is_timeout() {
-        Failure::Timeout
-    } else if error.is_connect() {
+    // A connect timeout is both; it is a connect failure, since nothing was sent.
+    if error.is_connect() {
         Failure::Connect(describe(&error))
+    } else if error.is_timeout() {
+        Failure::Timeout
     } else {
         Failure::Transport(describe(&error))
     }
@@ -428,5 +457,103 @@ impl ConfluenceClient {
             )
             .await?;
         Ok(token.bearer().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error() -> Failure {
+        Failure::Status {
+            status: 500,
+            retry_after: None,
+            body: "boom".into(),
+        }
+    }
+
+    #[test]
+    fn a_write_whose_outcome_is_unknown_is_not_retried_and_says_so() {
+        let post = ApiRequest::post("/rest/api/content");
+        for failure in [
+            Failure::Timeout,
+            Failure::Transport("connection reset".into()),
+            server_error(),
+        ] {
+            assert_eq!(failure.retry_reason(post.idempotent), None, "{failure:?}");
+            let error = failure.into_error(&post, 1);
+            match &error {
+                ConfluenceError::OutcomeUnknown {
+                    method,
+                    path,
+                    attempts,
+                    cause,
+                } => {
+                    assert_eq!(
+                        (method.as_str(), path.as_str(), *attempts),
+                        ("POST", "/rest/api/content", 1)
+                    );
+                    assert!(cause.is_transient(), "{cause:?}");
+                }
+                other => panic!("expected OutcomeUnknown, got {other:?}"),
+            }
+            assert!(!error.is_transient());
+        }
+    }
+
+    #[test]
+    fn the_same_failures_of_an_idempotent_request_stay_plain_errors() {
+        let get = ApiRequest::get("/api/v2/pages/1");
+        assert_eq!(
+            Failure::Timeout.retry_reason(get.idempotent),
+            Some(RetryReason::Timeout)
+        );
+        assert!(matches!(
+            Failure::Timeout.into_error(&get, 4),
+            ConfluenceError::Timeout { attempts: 4, .. }
+        ));
+        assert!(matches!(
+            server_error().into_error(&get, 4),
+            ConfluenceError::Status { status: 500, .. }
+        ));
+        let labelled = ApiRequest::post("/rest/api/content/1/label").idempotent(true);
+        assert!(matches!(
+            server_error().into_error(&labelled, 2),
+            ConfluenceError::Status { status: 500, .. }
+        ));
+    }
+
+    #[test]
+    fn refused_connections_and_unprocessed_answers_are_retried_for_every_method() {
+        let post = ApiRequest::post("/api/v2/footer-comments");
+        assert_eq!(
+            Failure::Connect("connection refused".into()).retry_reason(post.idempotent),
+            Some(RetryReason::Connect)
+        );
+        assert!(matches!(
+            Failure::Connect("connection refused".into()).into_error(&post, 4),
+            ConfluenceError::Connect { attempts: 4, .. }
+        ));
+        for status in [429, 503] {
+            let failure = Failure::Status {
+                status,
+                retry_after: None,
+                body: String::new(),
+            };
+            assert!(failure.retry_reason(post.idempotent).is_some());
+            assert!(matches!(
+                failure.into_error(&post, 4),
+                ConfluenceError::Status { .. }
+            ));
+        }
+        let not_found = Failure::Status {
+            status: 404,
+            retry_after: None,
+            body: String::new(),
+        };
+        assert!(matches!(
+            not_found.into_error(&post, 1),
+            ConfluenceError::Status { status: 404, .. }
+        ));
     }
 }

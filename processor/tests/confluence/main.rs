@@ -9,6 +9,7 @@ mod safety;
 mod signing;
 mod site;
 mod users;
+mod writes;
 
 use chrono::Utc;
 use tributary_common::Config;

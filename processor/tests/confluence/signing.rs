@@ -67,9 +67,20 @@ async fn typed_helpers_send_the_expected_calls() {
         "_links": { "webui": "/spaces/DEV/pages/42" }
     });
 
-    harness
-        .confluence
-        .enqueue(Scripted::json(200, page.clone()));
+    harness.confluence.enqueue(Scripted::json(
+        200,
+        json!({ "id": "7", "key": "DEV", "name": "Development" }),
+    ));
+    harness.confluence.enqueue(Scripted::json(
+        200,
+        json!({
+            "id": "42", "type": "page", "status": "current", "title": "Plan",
+            "space": { "id": 7, "key": "DEV" }, "ancestors": [{ "id": "1" }],
+            "version": { "number": 1 },
+            "body": { "storage": { "representation": "storage", "value": "<p>v1</p>" } },
+            "_links": { "webui": "/spaces/DEV/pages/42" }
+        }),
+    ));
     let created = client
         .create_page(&NewPage {
             space_id: "7".into(),
@@ -81,6 +92,11 @@ async fn typed_helpers_send_the_expected_calls() {
         .expect("page created");
     assert_eq!(created.id, "42");
     assert_eq!(created.version.as_ref().map(|v| v.number), Some(1));
+    assert_eq!(
+        (created.space_id.as_deref(), created.parent_id.as_deref()),
+        (Some("7"), Some("1")),
+        "the v1 answer in the v2 shape"
+    );
     assert!(
         created.other.contains_key("_links"),
         "unknown fields are kept"
@@ -113,7 +129,7 @@ async fn typed_helpers_send_the_expected_calls() {
 
     harness.confluence.enqueue(Scripted::json(
         200,
-        json!({ "id": "77", "status": "current" }),
+        json!({ "id": "77", "type": "comment", "status": "current" }),
     ));
     let comment = client
         .add_comment("42", "<p>Looks good</p>")
@@ -182,10 +198,14 @@ async fn typed_helpers_send_the_expected_calls() {
         .map(|r| (r.method.clone(), r.target.clone()))
         .collect();
     let expected = [
-        ("POST", "/wiki/api/v2/pages"),
+        ("GET", "/wiki/api/v2/spaces/7"),
+        (
+            "POST",
+            "/wiki/rest/api/content?expand=space%2Cversion%2Cancestors%2Cbody.storage",
+        ),
         ("GET", "/wiki/api/v2/pages/42?body-format=storage"),
         ("PUT", "/wiki/api/v2/pages/42"),
-        ("POST", "/wiki/api/v2/footer-comments"),
+        ("POST", "/wiki/rest/api/content"),
         ("POST", "/wiki/rest/api/content/42/label"),
         ("GET", "/wiki/rest/api/content/42?expand=version%2Cspace"),
         ("GET", "/wiki/rest/api/content/42/property/tributary.state"),
@@ -208,26 +228,39 @@ async fn typed_helpers_send_the_expected_calls() {
         .iter()
         .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
         .collect();
+    let marker = |body: &Value| body["metadata"]["properties"]["tributary-write"]["value"].clone();
+    assert_eq!(bodies[1]["space"], json!({ "key": "DEV" }));
+    assert_eq!(bodies[1]["ancestors"], json!([{ "id": "1" }]));
     assert_eq!(
-        bodies[0],
-        json!({ "spaceId": "7", "status": "current", "title": "Plan", "parentId": "1",
-                "body": { "representation": "storage", "value": "<p>v1</p>" } })
+        (&bodies[1]["type"], &bodies[1]["title"], &bodies[1]["body"]),
+        (
+            &json!("page"),
+            &json!("Plan"),
+            &json!({ "storage": { "representation": "storage", "value": "<p>v1</p>" } })
+        )
     );
+    assert!(marker(&bodies[1]).is_object(), "{}", bodies[1]);
     assert_eq!(
-        bodies[2]["version"],
+        bodies[3]["version"],
         json!({ "number": 2, "message": "by a handler" })
     );
-    assert_eq!(bodies[3]["pageId"], "42");
+    assert_eq!(bodies[4]["type"], "comment");
+    assert_eq!(bodies[4]["container"]["id"], "42");
+    assert_ne!(
+        marker(&bodies[4]),
+        marker(&bodies[1]),
+        "each create its own"
+    );
     assert_eq!(
-        bodies[4],
+        bodies[5],
         json!([{ "prefix": "global", "name": "needs-review" }])
     );
     assert_eq!(
-        bodies[7],
+        bodies[8],
         json!({ "key": "tributary.state", "value": { "seen": 1 } })
     );
-    assert_eq!(bodies[9]["version"]["number"], 2);
-    assert_eq!(bodies[9]["value"], json!({ "seen": 2 }));
+    assert_eq!(bodies[10]["version"]["number"], 2);
+    assert_eq!(bodies[10]["value"], json!({ "seen": 2 }));
 }
 
 #[tokio::test]

@@ -62,7 +62,20 @@ async fn the_typed_helpers_get_realistic_answers() {
         .await
         .expect("update");
     assert_eq!(updated.version.map(|v| v.number), Some(2));
-    let stale = client.update_page(&created.id, &update).await;
+    let repeated = client
+        .update_page(&created.id, &update)
+        .await
+        .expect("the same update again is the one already made");
+    assert_eq!(repeated.version.map(|v| v.number), Some(2));
+    let stale = client
+        .update_page(
+            &created.id,
+            &PageUpdate {
+                storage_body: "<p>other</p>".into(),
+                ..update.clone()
+            },
+        )
+        .await;
     assert_eq!(stale.expect_err("stale version").status(), Some(409));
     let page = client.get_page(&created.id).await.expect("page");
     assert_eq!(page.title.as_deref(), Some("Notes v2"));

@@ -10,3 +10,4 @@ mod parking;
 mod redelivery;
 mod retries;
 mod support;
+mod writes;

@@ -1,0 +1,173 @@
+//! Writes that happen once, through the runtime: a handler whose comment was carried out
+//! but answered too late is retried and leaves one comment; a handler whose raw write has
+//! an unknown outcome dead-letters the event after one attempt instead of writing again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use tributary_common::envelope::{Envelope, EventKind, subject_of};
+use tributary_common::forge::SystemToken;
+use tributary_common::shutdown::Shutdown;
+use tributary_common::store::{ForgeStore, InvocationRecord, site_tenant_key};
+use tributary_devkit::confluence::{Fault, FaultSpan, Simulator, SimulatorSettings};
+use tributary_devkit::test_keyring;
+use tributary_processor::confluence::ApiRequest;
+use tributary_processor::dlq::header;
+use tributary_processor::{Context, HandlerError, Processor};
+
+use crate::support::{Harness, handled_count, wait_for};
+
+const CLOUD_ID: &str = "c10d0000-0000-4000-8000-0000000000e3";
+const SYSTEM_TOKEN: &str = "system-token-of-the-writing-installation";
+/// Longer than the client's request timeout in [`settings`].
+const LATE: Duration = Duration::from_secs(2);
+
+/// A simulated Forge site with page 42, its installation recorded, and a page_created
+/// event for page 42 published.
+async fn site_with_an_event(harness: &Harness, stop: &Shutdown) -> (Simulator, String) {
+    let confluence = Simulator::start(
+        SimulatorSettings::new("com.example.tributary"),
+        stop.clone(),
+    )
+    .await
+    .expect("simulated Confluence");
+    let tenant_key = site_tenant_key(CLOUD_ID);
+    confluence.register_forge(CLOUD_ID, SYSTEM_TOKEN, &tenant_key);
+    confluence.add_page(&tenant_key, "42", "7", "Home");
+    let api_base_url = format!("{}/ex/confluence/{CLOUD_ID}", confluence.forge_api_origin());
+    ForgeStore::new(harness.pool(), test_keyring())
+        .record_invocation(
+            &InvocationRecord {
+                installation_id: "ari:cloud:ecosystem::installation/writes",
+                cloud_id: Some(CLOUD_ID),
+                api_base_url: &api_base_url,
+                app_id: "ari:cloud:ecosystem::app/6a1b8ac2-4f5e-4a2b-9c47-2f9f8e7d6c5b",
+                environment_type: Some("PRODUCTION"),
+            },
+            Some((&SystemToken::new(SYSTEM_TOKEN), i64::MAX / 2)),
+        )
+        .await
+        .expect("installation recorded");
+    let body = json!({
+        "eventType": "avi:confluence:created:page",
+        "atlassianId": "557058:forge",
+        "content": {"id": "42", "type": "page", "title": "Home", "space": {"id": 7, "key": "DEV"}},
+    });
+    let event = Envelope::new(
+        EventKind::Forge("avi:confluence:created:page".into()),
+        &tenant_key,
+        &api_base_url,
+        Bytes::from(body.to_string()),
+    )
+    .with_subject(subject_of(&body));
+    harness.publish(&[event]).await;
+    (confluence, tenant_key)
+}
+
+fn settings() -> [(&'static str, &'static str); 5] {
+    [
+        ("FORGE_API_HOST_ALLOWLIST", "127.0.0.1"),
+        ("CONFLUENCE_REQUEST_TIMEOUT_MS", "300"),
+        ("PROCESSOR_RETRY_INITIAL_MS", "10"),
+        ("PROCESSOR_RETRY_MAX_MS", "50"),
+        ("PROCESSOR_MAX_ATTEMPTS", "5"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_comment_answered_too_late_and_retried_by_the_runtime_is_made_once() {
+    let harness = Harness::start(1).await;
+    let stop = Shutdown::new();
+    let (confluence, tenant_key) = site_with_an_event(&harness, &stop).await;
+    // The comment is made but its answer lost; the lookup right after it fails too, so
+    // the first attempt cannot tell whether it commented.
+    confluence.misbehave_on("POST", Fault::answered_late(LATE), FaultSpan::Requests(1));
+    confluence.misbehave_on("GET", Fault::unavailable(None), FaultSpan::Requests(4));
+
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let handler = move |ctx: Context| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().expect("attempts").push(ctx.attempt());
+            ctx.confluence()?
+                .add_comment("42", "<p>Welcome</p>")
+                .await?;
+            Ok(())
+        }
+    };
+    let running = harness.spawn(Processor::builder(harness.config(&settings())).on_named(
+        "welcome",
+        "page_created",
+        handler,
+    ));
+    let pool = harness.pool();
+    wait_for("the event handled", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move { handled_count(&pool, "welcome").await == 1 }
+    })
+    .await;
+    running.stop().await.expect("clean stop");
+
+    assert_eq!(*attempts.lock().expect("attempts"), [1, 2]);
+    assert_eq!(confluence.comments(&tenant_key, "42"), ["<p>Welcome</p>"]);
+    let posts = confluence
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST")
+        .count();
+    assert_eq!(
+        posts, 1,
+        "the retry found the comment instead of posting again"
+    );
+    assert!(harness.dead_letters().await.is_empty());
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_raw_write_with_an_unknown_outcome_dead_letters_the_event_after_one_request() {
+    let harness = Harness::start(1).await;
+    let stop = Shutdown::new();
+    let (confluence, _) = site_with_an_event(&harness, &stop).await;
+    confluence.misbehave_on(
+        "POST",
+        Fault::failed_after_work(500),
+        FaultSpan::Requests(1),
+    );
+
+    let handler = |ctx: Context| async move {
+        let request = ApiRequest::post("/api/v2/footer-comments")
+            .json(&json!({ "pageId": "42", "body": { "representation": "storage", "value": "<p>raw</p>" } }))
+            .map_err(HandlerError::permanent)?;
+        ctx.confluence()?.send(request).await?;
+        Ok(())
+    };
+    let running = harness.spawn(Processor::builder(harness.config(&settings())).on_named(
+        "raw",
+        "page_created",
+        handler,
+    ));
+    wait_for("the event dead-lettered", Duration::from_secs(60), || {
+        let harness = &harness;
+        async move { !harness.dead_letters().await.is_empty() }
+    })
+    .await;
+    running.stop().await.expect("clean stop");
+
+    let letters = harness.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        crate::support::header(&letters[0], header::ATTEMPTS).as_deref(),
+        Some("1"),
+        "not retried"
+    );
+    let posts = confluence
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST")
+        .count();
+    assert_eq!(posts, 1);
+    stop.cancel();
+}
