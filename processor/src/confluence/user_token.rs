@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 use tributary_common::connect::SharedSecret;
 use tributary_common::connect::token::{now_unix, sign_hs256};
 
+use super::authorization_server::AuthorizationServers;
 use super::error::{ConfluenceError, excerpt};
 use super::observe;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The token endpoint, under the authorization server's URL.
+const TOKEN_PATH: &str = "/oauth2/token";
 /// Lifetime of the assertion sent to the authorization server.
 const ASSERTION_TTL_SECONDS: i64 = 60;
 /// A token is dropped this long before it expires, so no request carries one that runs out
@@ -74,9 +77,8 @@ impl moka::Expiry<TokenKey, AccessToken> for ExpireBeforeToken {
 /// on it (`try_get_with` joins concurrent callers onto the first one's request).
 pub(crate) struct UserTokens {
     http: reqwest::Client,
-    token_url: String,
-    /// The assertion's `aud`: the authorization server's URL as configured.
-    audience: String,
+    /// Where each tenant's grants go; the same URL is the assertion's `aud`.
+    servers: AuthorizationServers,
     cache: moka::future::Cache<TokenKey, AccessToken>,
 }
 
@@ -99,12 +101,10 @@ struct TokenAnswer {
 }
 
 impl UserTokens {
-    pub fn new(http: reqwest::Client, authorization_server_url: &str) -> UserTokens {
-        let audience = authorization_server_url.trim_end_matches('/').to_string();
+    pub fn new(http: reqwest::Client, servers: AuthorizationServers) -> UserTokens {
         UserTokens {
             http,
-            token_url: format!("{audience}/oauth2/token"),
-            audience,
+            servers,
             cache: moka::future::Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .expire_after(ExpireBeforeToken)
@@ -147,12 +147,19 @@ impl UserTokens {
         key: &TokenKey,
         subject: GrantSubject<'_>,
     ) -> Result<AccessToken, ConfluenceError> {
+        // Tokens are cached per tenant, not per server: a tenant's server changes only with
+        // its host, which a site keeps for far longer than a token lives.
+        let host = url::Url::parse(subject.base_url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_string))
+            .ok_or_else(|| ConfluenceError::HostNotAllowed("no host".into()))?;
+        let audience = self.servers.for_host(&host);
         let issued_at = now_unix();
         let claims = AssertionClaims {
             iss: format!("urn:atlassian:connect:clientid:{}", subject.oauth_client_id),
             sub: format!("urn:atlassian:connect:useraccountid:{}", key.account_id),
             tnt: subject.base_url,
-            aud: &self.audience,
+            aud: audience,
             iat: issued_at,
             exp: issued_at + ASSERTION_TTL_SECONDS,
         };
@@ -169,7 +176,7 @@ impl UserTokens {
             |status: Option<u16>, message: String| ConfluenceError::TokenGrant { status, message };
         let answer = self
             .http
-            .post(&self.token_url)
+            .post(format!("{audience}{TOKEN_PATH}"))
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
             .send()
