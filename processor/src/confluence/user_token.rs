@@ -142,18 +142,24 @@ impl UserTokens {
         outcome
     }
 
+    /// The authorization server for a tenant at `base_url`. Tokens are cached per tenant, not
+    /// per server: a tenant's server changes only with its host, which a site keeps for far
+    /// longer than a token lives.
+    fn server_for(&self, base_url: &str) -> Result<&str, ConfluenceError> {
+        let url = url::Url::parse(base_url)
+            .map_err(|e| ConfluenceError::HostNotAllowed(format!("not a URL: {e}")))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ConfluenceError::HostNotAllowed("no host".into()))?;
+        Ok(self.servers.for_host(host))
+    }
+
     async fn request_token(
         &self,
         key: &TokenKey,
         subject: GrantSubject<'_>,
     ) -> Result<AccessToken, ConfluenceError> {
-        // Tokens are cached per tenant, not per server: a tenant's server changes only with
-        // its host, which a site keeps for far longer than a token lives.
-        let host = url::Url::parse(subject.base_url)
-            .ok()
-            .and_then(|url| url.host_str().map(str::to_string))
-            .ok_or_else(|| ConfluenceError::HostNotAllowed("no host".into()))?;
-        let audience = self.servers.for_host(&host);
+        let audience = self.server_for(subject.base_url)?;
         let issued_at = now_unix();
         let claims = AssertionClaims {
             iss: format!("urn:atlassian:connect:clientid:{}", subject.oauth_client_id),
@@ -239,6 +245,32 @@ pub(crate) fn normalize_scopes(scopes: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_go_to_the_server_of_the_tenants_environment() {
+        use super::super::authorization_server::{FEDRAMP, PRODUCTION, STAGING};
+        let per_host = UserTokens::new(reqwest::Client::new(), AuthorizationServers::new(None));
+        for (base_url, server) in [
+            ("https://acme.atlassian.net/wiki", PRODUCTION),
+            ("https://acme.jira-dev.com/wiki", STAGING),
+            ("https://agency.atlassian-us-gov-mod.net/wiki", FEDRAMP),
+        ] {
+            assert_eq!(
+                per_host.server_for(base_url).ok(),
+                Some(server),
+                "{base_url}"
+            );
+        }
+        let configured = UserTokens::new(
+            reqwest::Client::new(),
+            AuthorizationServers::new(Some("http://127.0.0.1:9000")),
+        );
+        assert_eq!(
+            configured.server_for("https://acme.jira-dev.com/wiki").ok(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert!(per_host.server_for("not a url").is_err());
+    }
 
     #[test]
     fn tokens_are_dropped_before_they_expire() {
