@@ -24,7 +24,13 @@ pub async fn run(args: DemoAppArgs, config: Config) -> anyhow::Result<()> {
         .on_named(
             handler::NAME,
             handler::PATTERN,
-            handler::demo_handler(true, Some(args.site_host)),
+            // The compose stack's processors use Atlassian's authorization servers, which
+            // grant nothing for the simulated site: the demo app acts as the app only.
+            handler::demo_handler(handler::DemoHandlerOptions {
+                write_back: true,
+                act_as_user: false,
+                only_host: Some(args.site_host),
+            }),
         )
         .build()
         .await

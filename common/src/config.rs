@@ -397,10 +397,13 @@ impl Config {
                 RouteError::DefaultTopic(_) => invalid("events_topic", e.to_string()),
                 _ => invalid("topic_routes", e.to_string()),
             })?;
-        url(
-            "oauth_authorization_server_url",
-            &self.oauth_authorization_server_url,
-        )?;
+        // Empty: each tenant's authorization server follows from its host.
+        if !self.oauth_authorization_server_url.trim().is_empty() {
+            url(
+                "oauth_authorization_server_url",
+                &self.oauth_authorization_server_url,
+            )?;
+        }
         self.validate_forge(url)?;
         Ok(())
     }
@@ -445,6 +448,12 @@ impl Config {
     /// True when a Forge app id is configured: the Forge route is served only then.
     pub fn forge_enabled(&self) -> bool {
         !self.forge_app_id.trim().is_empty()
+    }
+
+    /// The authorization server every user-token grant goes to, when one is configured;
+    /// `None` leaves the choice to each tenant's host (production, staging, FedRAMP).
+    pub fn oauth_authorization_server_override(&self) -> Option<&str> {
+        Some(self.oauth_authorization_server_url.trim()).filter(|url| !url.is_empty())
     }
 
     /// Hosts a Forge installation's `apiBaseUrl` may name.

@@ -30,14 +30,23 @@ async fn count_page_events(ctx: Context) -> Result<(), HandlerError> {
     Ok(())
 }
 
-/// A Confluence call: 429s and 5xx are retried by the client, then by the runtime.
+/// A Confluence call: 429s and 5xx are retried by the client, then by the runtime. It is
+/// made as the user who created the page (the app's `ACT_AS_USER` scope), so Confluence
+/// answers with what that user may see; as the app when the tenant cannot act as users.
 async fn fetch_new_page(ctx: Context) -> Result<(), HandlerError> {
     let Some(id) = ctx.event().page().and_then(|page| page.id) else {
         return Err(HandlerError::permanent("page_created without a page id"));
     };
-    if ctx.tenant().is_some_and(|t| t.status.is_active()) {
-        let page = ctx.confluence()?.get_page(&id).await?;
-        tracing::info!(title = ?page.title, "new page");
-    }
+    let Some(tenant) = ctx.tenant().filter(|t| t.status.is_active()) else {
+        return Ok(());
+    };
+    let confluence = if tenant.oauth_client_id.is_some() && ctx.event().user_account_id().is_some()
+    {
+        ctx.confluence_as_event_user()?
+    } else {
+        ctx.confluence()?
+    };
+    let page = confluence.get_page(&id).await?;
+    tracing::info!(title = ?page.title, as_user = ?confluence.acting_user(), "new page");
     Ok(())
 }

@@ -1,4 +1,5 @@
 //! The consumer runtime, handler API and Confluence REST client.
+mod acting_user;
 mod backoff;
 pub mod builtin;
 pub mod confluence;

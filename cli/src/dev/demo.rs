@@ -4,8 +4,11 @@
 //! would cause; the demo handler calls the simulated REST API back. With a Forge app id, a
 //! Forge installation beside them on a site of its own: its own JWKS, signed invocation
 //! tokens, `avi:` events, and the simulated API gateway the handler calls back with the
-//! system token.
+//! system token. Each demo tenant installs with an `oauthClientId`, so the handler can act
+//! as the user who caused an event: the simulator's authorization server grants the token,
+//! and the demo logs each user-token grant and each REST call made with one.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use serde_json::{Value, json};
 use tributary_common::connect::SharedSecret;
 use tributary_common::shutdown::Shutdown;
 use tributary_common::store::site_tenant_key;
-use tributary_devkit::confluence::{BASE_PATH, Simulator, SimulatorSettings};
+use tributary_devkit::confluence::{BASE_PATH, Caller, Simulator, SimulatorSettings, Verdict};
 use tributary_devkit::forge::{ForgeInstallation, JwksServer};
 use tributary_devkit::{InstallKey, KeyServer, Token};
 
@@ -24,6 +27,8 @@ const CLIENT_KEY: &str = "demo-site";
 const SPACE_ID: &str = "98305";
 const SPACE_KEY: &str = "DEMO";
 const USER: &str = "557058:demo-user";
+/// How often the demo looks at what the simulated Confluence received as users.
+const USER_CALL_POLL: Duration = Duration::from_millis(200);
 /// Pause between the scripted webhooks.
 const SCRIPT_PACE: Duration = Duration::from_millis(800);
 const PAGES: [(&str, &str); 3] = [
@@ -148,6 +153,12 @@ impl Demo {
         self.site_url.clone()
     }
 
+    /// The simulated authorization server, for `oauth_authorization_server_url`: the demo
+    /// sites live on loopback, which no Atlassian server grants tokens for.
+    pub fn authorization_server_url(&self) -> String {
+        self.simulator.authorization_server().url()
+    }
+
     /// Installs the demo tenants at the ingest on `ingest`, whose app base URL is
     /// `audience`, then sends webhooks until `shutdown` fires.
     pub async fn run(
@@ -177,6 +188,7 @@ impl Demo {
                 )),
             })
             .collect();
+        tokio::spawn(report_user_calls(self.simulator.clone(), shutdown.clone()));
         for site in &sites {
             for (id, title) in PAGES {
                 self.simulator
@@ -184,6 +196,8 @@ impl Demo {
             }
             self.simulator
                 .register(&site.client_key, site.secret.expose());
+            self.simulator
+                .set_oauth_client_id(&site.client_key, &site.oauth_client_id());
             let install = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 installed = site.install(&self, &audience, &app_key) => installed,
@@ -263,6 +277,54 @@ impl Demo {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(pace) => {}
             }
+        }
+    }
+}
+
+/// Logs what the simulated Confluence saw of acting as a user: each grant its authorization
+/// server answered, and each REST call that came with a user's bearer token (whose user the
+/// simulator knows from the grant, not from anything the caller claimed).
+async fn report_user_calls(simulator: Simulator, shutdown: Shutdown) {
+    let authorization_server = simulator.authorization_server();
+    let mut grants_reported = 0;
+    let mut calls_reported = HashSet::new();
+    loop {
+        let grants = authorization_server.grants();
+        for grant in grants.iter().skip(grants_reported) {
+            match grant {
+                Ok(account_id) => tracing::info!(
+                    user = %account_id,
+                    "demo: the simulated authorization server granted a user token"
+                ),
+                Err(reason) => tracing::warn!(
+                    %reason,
+                    "demo: the simulated authorization server refused a user-token grant"
+                ),
+            }
+        }
+        grants_reported = grants.len();
+        for call in simulator.calls_as_users() {
+            if !calls_reported.insert(call.seq) {
+                continue;
+            }
+            let Caller::User(account_id) = &call.caller else {
+                continue;
+            };
+            match &call.verdict {
+                Verdict::Accepted => tracing::info!(
+                    method = %call.method, target = %call.target, user = %account_id,
+                    client_key = %call.client_key.as_deref().unwrap_or_default(),
+                    "demo: the simulated Confluence took a call with the bearer token granted to the user"
+                ),
+                Verdict::Refused(reason) => tracing::warn!(
+                    method = %call.method, target = %call.target, user = %account_id, %reason,
+                    "demo: the simulated Confluence refused a user's bearer token"
+                ),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(USER_CALL_POLL) => {}
         }
     }
 }
@@ -370,6 +432,11 @@ struct Site {
 }
 
 impl Site {
+    /// The OAuth client id Confluence gives an app installed with `ACT_AS_USER`.
+    fn oauth_client_id(&self) -> String {
+        format!("{}-oauth-client", self.client_key)
+    }
+
     /// `installed` (RS256, signed as Atlassian signs installs) then `enabled` (HS256), as
     /// Confluence sends them. The ingest may still be starting: connection failures and
     /// 503s are retried for up to two minutes.
@@ -384,6 +451,7 @@ impl Site {
             "description": "Tributary demo site (simulated)",
             "serverVersion": "6452",
             "pluginsVersion": "1000.0.0",
+            "oauthClientId": self.oauth_client_id(),
             "eventType": "installed",
         });
         let path = "/lifecycle/installed";

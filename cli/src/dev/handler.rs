@@ -9,14 +9,29 @@ pub const NAME: &str = "dev.demo";
 /// The events it subscribes to.
 pub const PATTERN: &str = "page_*";
 
+/// What the demo handler does beyond reading pages back.
+#[derive(Debug, Clone, Default)]
+pub struct DemoHandlerOptions {
+    /// Comment on new pages and label updated ones: only against the simulated Confluence,
+    /// never a real site.
+    pub write_back: bool,
+    /// Read each new page of a Connect tenant a second time, as the user who created it
+    /// (the app's `ACT_AS_USER` scope; the authorization server must grant for the site).
+    pub act_as_user: bool,
+    /// Leave tenants living on other hosts (Forge-only sites included) alone.
+    pub only_host: Option<String>,
+}
+
 /// Reads every created or updated page back from Confluence, whether Connect or Forge
-/// delivered the event (a Forge site is called through its API base URL). With `write_back`
-/// (only against the simulated Confluence, never a real site) it also comments on new pages
-/// and labels updated ones. With `only_host`, tenants living elsewhere (Forge-only sites
-/// included) are left alone.
-pub fn demo_handler(write_back: bool, only_host: Option<String>) -> impl Handler {
+/// delivered the event (a Forge site is called through its API base URL), and does what
+/// `options` adds.
+pub fn demo_handler(options: DemoHandlerOptions) -> impl Handler {
     move |ctx: Context| {
-        let only_host = only_host.clone();
+        let DemoHandlerOptions {
+            write_back,
+            act_as_user,
+            only_host,
+        } = options.clone();
         async move {
             if let Some(host) = &only_host {
                 let elsewhere = ctx.tenant().is_none_or(|tenant| {
@@ -52,6 +67,16 @@ pub fn demo_handler(write_back: bool, only_host: Option<String>) -> impl Handler
                 event = %name, source = ?event.source(), page_id = %page_id, title = %title,
                 "demo handler: Confluence REST answered GET page"
             );
+            // A Forge-only site has no user to act as: its calls carry the app system token.
+            if act_as_user && name == "page_created" && ctx.tenant().is_some() {
+                let as_user = ctx.confluence_as_event_user()?;
+                let page = as_user.get_page(&page_id).await?;
+                tracing::info!(
+                    page_id = %page_id, title = %page.title.unwrap_or_default(),
+                    user = %as_user.acting_user().unwrap_or_default(),
+                    "demo handler: Confluence REST answered GET page as the user who created it"
+                );
+            }
             if write_back {
                 if name == "page_created" {
                     confluence

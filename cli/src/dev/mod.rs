@@ -93,6 +93,10 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
         let mut hosts = draft.tenant_host_allowlist.clone();
         hosts.push("127.0.0.1".into());
         settings.set("tenant_host_allowlist", hosts.join(","));
+        settings.default_to(
+            "oauth_authorization_server_url",
+            demo.authorization_server_url(),
+        );
         Some(demo)
     } else {
         None
@@ -126,7 +130,11 @@ pub async fn run(args: DevArgs, file: Option<&Path>) -> anyhow::Result<()> {
         .on_named(
             handler::NAME,
             handler::PATTERN,
-            handler::demo_handler(args.demo, None),
+            handler::demo_handler(handler::DemoHandlerOptions {
+                write_back: args.demo,
+                act_as_user: args.demo,
+                only_host: None,
+            }),
         )
         .build()
         .await?;

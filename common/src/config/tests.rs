@@ -181,3 +181,25 @@ fn the_secret_key_may_come_from_a_file_and_the_setting_wins_over_it() {
     assert!(err.contains("secret_key_file"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_authorization_server_is_per_host_unless_one_is_configured() {
+    let defaults = Config::defaults().expect("defaults are valid");
+    assert_eq!(defaults.oauth_authorization_server_override(), None);
+    let configured = Config::load_from(
+        None,
+        env(&[(
+            "TRIBUTARY_OAUTH_AUTHORIZATION_SERVER_URL",
+            "http://127.0.0.1:9000",
+        )]),
+    )
+    .expect("a URL is accepted");
+    assert_eq!(
+        configured.oauth_authorization_server_override(),
+        Some("http://127.0.0.1:9000")
+    );
+    assert!(
+        error_text(&[("TRIBUTARY_OAUTH_AUTHORIZATION_SERVER_URL", "not a url")])
+            .contains("oauth_authorization_server_url")
+    );
+}

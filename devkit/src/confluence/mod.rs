@@ -315,6 +315,15 @@ impl Simulator {
         lock(&self.shared.calls).iter().cloned().collect()
     }
 
+    /// The calls recorded so far that came with a user's bearer token, oldest first.
+    pub fn calls_as_users(&self) -> Vec<Call> {
+        lock(&self.shared.calls)
+            .iter()
+            .filter(|call| matches!(call.caller, Caller::User(_)))
+            .cloned()
+            .collect()
+    }
+
     /// How many REST requests arrived in all.
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::SeqCst)

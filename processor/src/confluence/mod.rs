@@ -3,7 +3,8 @@
 //! [`ConfluenceClients`] is built once per process and shared; [`ConfluenceClients::for_tenant`]
 //! gives a cheap [`ConfluenceClient`] for one tenant, acting as the app (a Connect JWT per
 //! request) or, after [`ConfluenceClient::as_user`], as one of the tenant's users (an OAuth
-//! 2.0 bearer token from the JWT bearer grant). A Forge installation's client calls its API
+//! 2.0 bearer token from the JWT bearer grant, at the authorization server of the tenant's
+//! environment unless one is configured for all). A Forge installation's client calls its API
 //! base URL with the app system token instead ([`ConfluenceClients::for_forge`]).
 //!
 //! Every request stays on the tenant's own base URL host, which must be on the tenant host
@@ -17,6 +18,7 @@
 
 mod answer;
 mod api;
+mod authorization_server;
 mod error;
 mod forge;
 mod limiter;
@@ -47,6 +49,7 @@ use tributary_common::store::{PauseStore, Tenant};
 
 use crate::backoff::{BackoffSchedule, RetryBudget};
 
+use authorization_server::AuthorizationServers;
 use limiter::{Limiters, TenantLimiter};
 use pauses::Pauses;
 use user_token::{TokenKey, UserTokens, normalize_scopes};
@@ -92,7 +95,10 @@ impl ConfluenceClients {
         observe::describe();
         Ok(ConfluenceClients {
             shared: Arc::new(Shared {
-                user_tokens: UserTokens::new(http.clone(), &config.oauth_authorization_server_url),
+                user_tokens: UserTokens::new(
+                    http.clone(),
+                    AuthorizationServers::new(config.oauth_authorization_server_override()),
+                ),
                 http,
                 app_key: config.app_key.clone(),
                 allowlist: config.tenant_allowlist().clone(),

@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 use tributary_common::connect::SharedSecret;
 use tributary_common::connect::token::{now_unix, sign_hs256};
 
+use super::authorization_server::AuthorizationServers;
 use super::error::{ConfluenceError, excerpt};
 use super::observe;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The token endpoint, under the authorization server's URL.
+const TOKEN_PATH: &str = "/oauth2/token";
 /// Lifetime of the assertion sent to the authorization server.
 const ASSERTION_TTL_SECONDS: i64 = 60;
 /// A token is dropped this long before it expires, so no request carries one that runs out
@@ -74,9 +77,8 @@ impl moka::Expiry<TokenKey, AccessToken> for ExpireBeforeToken {
 /// on it (`try_get_with` joins concurrent callers onto the first one's request).
 pub(crate) struct UserTokens {
     http: reqwest::Client,
-    token_url: String,
-    /// The assertion's `aud`: the authorization server's URL as configured.
-    audience: String,
+    /// Where each tenant's grants go; the same URL is the assertion's `aud`.
+    servers: AuthorizationServers,
     cache: moka::future::Cache<TokenKey, AccessToken>,
 }
 
@@ -99,12 +101,10 @@ struct TokenAnswer {
 }
 
 impl UserTokens {
-    pub fn new(http: reqwest::Client, authorization_server_url: &str) -> UserTokens {
-        let audience = authorization_server_url.trim_end_matches('/').to_string();
+    pub fn new(http: reqwest::Client, servers: AuthorizationServers) -> UserTokens {
         UserTokens {
             http,
-            token_url: format!("{audience}/oauth2/token"),
-            audience,
+            servers,
             cache: moka::future::Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .expire_after(ExpireBeforeToken)
@@ -142,17 +142,30 @@ impl UserTokens {
         outcome
     }
 
+    /// The authorization server for a tenant at `base_url`. Tokens are cached per tenant, not
+    /// per server: a tenant's server changes only with its host, which a site keeps for far
+    /// longer than a token lives.
+    fn server_for(&self, base_url: &str) -> Result<&str, ConfluenceError> {
+        let url = url::Url::parse(base_url)
+            .map_err(|e| ConfluenceError::HostNotAllowed(format!("not a URL: {e}")))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ConfluenceError::HostNotAllowed("no host".into()))?;
+        Ok(self.servers.for_host(host))
+    }
+
     async fn request_token(
         &self,
         key: &TokenKey,
         subject: GrantSubject<'_>,
     ) -> Result<AccessToken, ConfluenceError> {
+        let audience = self.server_for(subject.base_url)?;
         let issued_at = now_unix();
         let claims = AssertionClaims {
             iss: format!("urn:atlassian:connect:clientid:{}", subject.oauth_client_id),
             sub: format!("urn:atlassian:connect:useraccountid:{}", key.account_id),
             tnt: subject.base_url,
-            aud: &self.audience,
+            aud: audience,
             iat: issued_at,
             exp: issued_at + ASSERTION_TTL_SECONDS,
         };
@@ -169,7 +182,7 @@ impl UserTokens {
             |status: Option<u16>, message: String| ConfluenceError::TokenGrant { status, message };
         let answer = self
             .http
-            .post(&self.token_url)
+            .post(format!("{audience}{TOKEN_PATH}"))
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
             .send()
@@ -232,6 +245,32 @@ pub(crate) fn normalize_scopes(scopes: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_go_to_the_server_of_the_tenants_environment() {
+        use super::super::authorization_server::{FEDRAMP, PRODUCTION, STAGING};
+        let per_host = UserTokens::new(reqwest::Client::new(), AuthorizationServers::new(None));
+        for (base_url, server) in [
+            ("https://acme.atlassian.net/wiki", PRODUCTION),
+            ("https://acme.jira-dev.com/wiki", STAGING),
+            ("https://agency.atlassian-us-gov-mod.net/wiki", FEDRAMP),
+        ] {
+            assert_eq!(
+                per_host.server_for(base_url).ok(),
+                Some(server),
+                "{base_url}"
+            );
+        }
+        let configured = UserTokens::new(
+            reqwest::Client::new(),
+            AuthorizationServers::new(Some("http://127.0.0.1:9000")),
+        );
+        assert_eq!(
+            configured.server_for("https://acme.jira-dev.com/wiki").ok(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert!(per_host.server_for("not a url").is_err());
+    }
 
     #[test]
     fn tokens_are_dropped_before_they_expire() {

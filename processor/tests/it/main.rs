@@ -1,5 +1,6 @@
 //! The processor against the mock Kafka cluster and a real Postgres database.
 
+mod acting_user;
 mod dead_letters;
 mod forge;
 mod groups;
