@@ -13,6 +13,7 @@ pub const TOKEN_REFRESHES_TOTAL: &str = "tributary_confluence_token_refreshes_to
 pub const REQUEST_OUTCOMES_TOTAL: &str = "tributary_confluence_request_outcomes_total";
 pub const THROTTLED_SECONDS_TOTAL: &str = "tributary_confluence_throttled_seconds_total";
 pub const PAUSES_TOTAL: &str = "tributary_confluence_pauses_total";
+pub const RATE_LIMITED_TOTAL: &str = "tributary_confluence_rate_limited_total";
 pub const PAUSES_IN_FORCE: &str = "tributary_confluence_pauses_in_force";
 
 /// Why a call waited before it went out (the `reason` label of the throttled counter).
@@ -106,6 +107,10 @@ pub(crate) fn describe() {
         "Seconds Confluence calls waited where they were, by reason (tenant_quota, app_quota, pacing, backoff)"
     );
     metrics::describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "429 answers, by whose quota RateLimit-Reason says is spent (tenant or app)"
+    );
+    metrics::describe_counter!(
         PAUSES_TOTAL,
         "Quota pauses started by a rate-limit answer, by scope (tenant or app)"
     );
@@ -158,6 +163,10 @@ pub(crate) fn record_retry(reason: RetryReason) {
 /// How a request ended for its caller.
 pub(crate) fn record_outcome(outcome: &'static str) {
     metrics::counter!(REQUEST_OUTCOMES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn record_rate_limited(scope: super::signals::QuotaScope) {
+    metrics::counter!(RATE_LIMITED_TOTAL, "scope" => scope.as_str()).increment(1);
 }
 
 pub(crate) fn record_pause(scope: super::signals::QuotaScope) {

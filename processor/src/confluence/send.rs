@@ -362,6 +362,9 @@ impl ConfluenceClient {
         observe::record_attempt(request.method(), Some(status), started.elapsed());
         let signals = RateLimitSignals::from_headers(&headers);
         self.limiter.observe(status, &signals);
+        if status == 429 {
+            observe::record_rate_limited(signals.scope());
+        }
         let retry_after = match status {
             429 | 503 => signals.wait(),
             _ => None,
