@@ -48,7 +48,8 @@ pub(crate) struct ContextParts {
 
 impl Context {
     pub(crate) fn new(parts: ContextParts) -> Context {
-        let writes = WriteKey::new(&parts.handler, parts.event.id(), parts.attempt);
+        let writes = WriteKey::new(&parts.handler, parts.event.id(), parts.attempt)
+            .replayed(parts.event.is_replay());
         Context {
             inner: Arc::new(Inner {
                 writes,

@@ -32,6 +32,7 @@ pub struct Event {
     envelope: Envelope,
     json: Value,
     origin: Origin,
+    replayed: bool,
 }
 
 impl Event {
@@ -42,7 +43,21 @@ impl Event {
             envelope,
             json,
             origin,
+            replayed: false,
         })
+    }
+
+    /// The same event, marked as published again from the dead-letter topic.
+    pub(crate) fn replayed(mut self, replayed: bool) -> Event {
+        self.replayed = replayed;
+        self
+    }
+
+    /// True for an event `tributary dlq replay` published again: its handlers may have made
+    /// part of their effects before it was dead-lettered, so the built-in write helpers look
+    /// for them before writing.
+    pub fn is_replay(&self) -> bool {
+        self.replayed
     }
 
     /// The unique event id (`ce_id`); handled-event records are keyed by it.

@@ -19,6 +19,9 @@ pub struct WriteKey {
     handler: Arc<str>,
     event_id: Arc<str>,
     attempt: u32,
+    /// An earlier run may have written: a retry, or an event replayed from the dead-letter
+    /// topic.
+    earlier_run: bool,
     made: Arc<AtomicU32>,
 }
 
@@ -30,8 +33,16 @@ impl WriteKey {
             handler: Arc::from(handler),
             event_id: Arc::from(event_id),
             attempt,
+            earlier_run: attempt > 1,
             made: Arc::new(AtomicU32::new(0)),
         }
+    }
+
+    /// The same key for an event replayed from the dead-letter topic: even its first
+    /// attempt looks for what the runs before the dead-lettering made.
+    pub fn replayed(mut self, replayed: bool) -> WriteKey {
+        self.earlier_run |= replayed;
+        self
     }
 
     pub fn handler(&self) -> &str {
@@ -47,7 +58,7 @@ impl WriteKey {
     }
 
     pub(crate) fn is_retry(&self) -> bool {
-        self.attempt > 1
+        self.earlier_run
     }
 
     /// The marker of this run's next create.

@@ -242,7 +242,9 @@ pub struct ReplayReport {
 }
 
 /// Re-publishes the selected dead letters of `topic` to their origin topics, with their
-/// original key, body and event headers, in dead-letter order. A dry run only selects.
+/// original key, body and event headers, in dead-letter order, marked as replayed (so the
+/// built-in write helpers look for what an earlier run made before writing). A dry run
+/// only selects.
 /// Dead letters stay where they are; replaying one twice is harmless, since the handlers
 /// that handled it the first time skip it.
 pub async fn replay(
@@ -266,16 +268,20 @@ pub async fn replay(
             let Some(origin) = &letter.origin_topic else {
                 continue;
             };
-            let headers =
-                letter
-                    .event_headers
-                    .iter()
-                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                        headers.insert(Header {
-                            key: key.as_str(),
-                            value: value.as_deref(),
-                        })
-                    });
+            let replayed_at = chrono::Utc::now().to_rfc3339();
+            let headers = letter
+                .event_headers
+                .iter()
+                .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                    headers.insert(Header {
+                        key: key.as_str(),
+                        value: value.as_deref(),
+                    })
+                })
+                .insert(Header {
+                    key: header::REPLAYED_AT,
+                    value: Some(replayed_at.as_str()),
+                });
             let mut record = FutureRecord::to(origin).headers(headers);
             if let Some(key) = &letter.key {
                 record = record.key(key.as_slice());

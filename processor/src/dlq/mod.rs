@@ -19,6 +19,9 @@ pub mod header {
     pub const ATTEMPTS: &str = "tributary_attempts";
     pub const REASON: &str = "tributary_reason";
     pub const DEAD_LETTERED_AT: &str = "tributary_dead_lettered_at";
+    /// Set on a record `tributary dlq replay` published again: its handlers may have made
+    /// part of their effects before it was dead-lettered.
+    pub const REPLAYED_AT: &str = "tributary_replayed_at";
 }
 
 /// Why an event was dead-lettered (`reason` label and header).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::FutureExt;
 use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Headers as _, OwnedMessage};
 use tributary_common::kafka::envelope_from_message;
 use tributary_common::shutdown::Shutdown;
 use tributary_common::store::{
@@ -107,10 +107,17 @@ pub(crate) fn decode(message: &OwnedMessage) -> Result<Event, String> {
         partition: message.partition(),
         offset: message.offset(),
     };
+    let replayed = message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|h| h.key == crate::dlq::header::REPLAYED_AT)
+    });
     envelope_from_message(message)
         .map_err(|e| format!("not an event envelope: {e}"))
         .and_then(|envelope| {
-            Event::new(envelope, origin).map_err(|e| format!("body is not JSON: {e}"))
+            Event::new(envelope, origin)
+                .map(|event| event.replayed(replayed))
+                .map_err(|e| format!("body is not JSON: {e}"))
         })
 }
 

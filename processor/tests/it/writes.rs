@@ -171,3 +171,83 @@ async fn a_raw_write_with_an_unknown_outcome_dead_letters_the_event_after_one_re
     assert_eq!(posts, 1);
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_comment_dead_lettered_with_an_unknown_outcome_and_replayed_is_made_once() {
+    let harness = Harness::start(1).await;
+    let stop = Shutdown::new();
+    let (confluence, tenant_key) = site_with_an_event(&harness, &stop).await;
+    // The comment is made but its answer lost, and so is the lookup after it; with a budget
+    // of one attempt the event is dead-lettered, not knowing whether it commented.
+    confluence.misbehave_on("POST", Fault::answered_late(LATE), FaultSpan::Requests(1));
+    confluence.misbehave_on("GET", Fault::unavailable(None), FaultSpan::Requests(1));
+    let replays = Arc::new(Mutex::new(Vec::new()));
+    let seen = replays.clone();
+    let handler = move |ctx: Context| {
+        let seen = seen.clone();
+        async move {
+            seen.lock()
+                .expect("runs")
+                .push((ctx.attempt(), ctx.event().is_replay()));
+            ctx.confluence()?
+                .add_comment("42", "<p>Welcome</p>")
+                .await?;
+            Ok(())
+        }
+    };
+    let mut settings = settings().to_vec();
+    settings.retain(|(key, _)| *key != "PROCESSOR_MAX_ATTEMPTS");
+    settings.push(("PROCESSOR_MAX_ATTEMPTS", "1"));
+    let config = harness.config(&settings);
+    let running = harness.spawn(Processor::builder(config.clone()).on_named(
+        "welcome",
+        "page_created",
+        handler,
+    ));
+    wait_for("the event dead-lettered", Duration::from_secs(60), || {
+        let harness = &harness;
+        async move { !harness.dead_letters().await.is_empty() }
+    })
+    .await;
+    assert_eq!(confluence.comments(&tenant_key, "42"), ["<p>Welcome</p>"]);
+
+    // The operator replays it: its first attempt on the replay looks before writing.
+    let report = tributary_processor::dlq::replay(
+        &config,
+        crate::support::DLQ_TOPIC,
+        &tributary_processor::dlq::Selection::default(),
+        false,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("replay");
+    assert_eq!(report.replayed, 1);
+    let pool = harness.pool();
+    wait_for(
+        "the replayed event handled",
+        Duration::from_secs(60),
+        || {
+            let pool = pool.clone();
+            async move { handled_count(&pool, "welcome").await == 1 }
+        },
+    )
+    .await;
+    running.stop().await.expect("clean stop");
+
+    assert_eq!(
+        *replays.lock().expect("runs"),
+        [(1, false), (1, true)],
+        "dead-lettered on its one attempt, then replayed"
+    );
+    assert_eq!(confluence.comments(&tenant_key, "42"), ["<p>Welcome</p>"]);
+    let posts = confluence
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST")
+        .count();
+    assert_eq!(
+        posts, 1,
+        "the replay found the comment instead of posting again"
+    );
+    stop.cancel();
+}
