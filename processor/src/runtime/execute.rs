@@ -206,16 +206,12 @@ async fn park(
     retry: &parking::Retry<'_>,
 ) -> JobOutcome {
     let parked = parking::parked_event(message, event.client_key(), retry);
-    loop {
-        match shared.parked.park(std::slice::from_ref(&parked)).await {
-            Ok(()) => break,
-            Err(error) => {
-                tracing::warn!(%error, event_id = event.id(), "could not park the event: waiting for the database");
-                if shared.stopping.is_cancelled() || !wait_for_database(shared).await {
-                    return JobOutcome::Abandoned;
-                }
-            }
-        }
+    let stored = through_outages(shared, "park the event", || {
+        shared.parked.park(std::slice::from_ref(&parked))
+    })
+    .await;
+    if stored.is_none() {
+        return JobOutcome::Abandoned;
     }
     metrics::counter!(EVENTS_PARKED, "reason" => "retry").increment(1);
     tracing::info!(
@@ -281,6 +277,30 @@ pub(crate) async fn wait_for_database(shared: &Shared) -> bool {
             return true;
         }
         delay = (delay * 2).min(shared.retry.max_delay.max(Duration::from_millis(200)));
+    }
+}
+
+/// Runs `operation` until it succeeds, waiting out a database outage between tries
+/// (logging `what` could not be done); `None` when the consumer stops first.
+pub(crate) async fn through_outages<T, F, Fut>(
+    shared: &Shared,
+    what: &str,
+    mut operation: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tributary_common::store::StoreError>>,
+{
+    loop {
+        match operation().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                tracing::warn!(%error, "cannot {what}: waiting for the database");
+                if shared.stopping.is_cancelled() || !wait_for_database(shared).await {
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -655,19 +655,10 @@ impl Dispatcher<'_> {
         let shared = self.shared.clone();
         let topic = topic.to_string();
         self.tasks.spawn(async move {
-            let keys = loop {
-                match shared.parked.keys(&topic, partition).await {
-                    Ok(keys) => break Some(keys),
-                    Err(error) => {
-                        tracing::warn!(%error, topic, partition, "cannot read parked events: waiting for the database");
-                        if shared.stopping.is_cancelled()
-                            || !execute::wait_for_database(&shared).await
-                        {
-                            break None;
-                        }
-                    }
-                }
-            };
+            let keys = execute::through_outages(&shared, "read parked events", || {
+                shared.parked.keys(&topic, partition)
+            })
+            .await;
             Done::ParkingRead {
                 topic,
                 partition,
@@ -730,21 +721,16 @@ impl Dispatcher<'_> {
         let shared = self.shared.clone();
         let topic = topic.to_string();
         self.tasks.spawn(async move {
-            let events: Vec<ParkedEvent> =
-                jobs.iter().map(|job| parking::behind(&job.message)).collect();
-            let parked = loop {
-                match shared.parked.park(&events).await {
-                    Ok(()) => break true,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot park records behind their tenant: waiting for the database");
-                        if shared.stopping.is_cancelled()
-                            || !execute::wait_for_database(&shared).await
-                        {
-                            break false;
-                        }
-                    }
-                }
-            };
+            let events: Vec<ParkedEvent> = jobs
+                .iter()
+                .map(|job| parking::behind(&job.message))
+                .collect();
+            let parked =
+                execute::through_outages(&shared, "park records behind their tenant", || {
+                    shared.parked.park(&events)
+                })
+                .await
+                .is_some();
             if parked {
                 metrics::counter!(EVENTS_PARKED, "reason" => "behind").increment(jobs.len() as u64);
             }
@@ -1027,16 +1013,12 @@ async fn run_parked_head(
     let stopped = ParkedRun::Stopped {
         guard_tripped: false,
     };
-    let head = loop {
-        match shared.parked.head(topic, partition, key).await {
-            Ok(head) => break head,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read a parked event: waiting for the database");
-                if shared.stopping.is_cancelled() || !execute::wait_for_database(shared).await {
-                    return stopped;
-                }
-            }
-        }
+    let Some(head) = execute::through_outages(shared, "read a parked event", || {
+        shared.parked.head(topic, partition, key)
+    })
+    .await
+    else {
+        return stopped;
     };
     let Some(head) = head else {
         return ParkedRun::Empty;
@@ -1051,18 +1033,19 @@ async fn run_parked_head(
     let message = parking::message_of(&head);
     let resume = parking::resume_of(shared, &head);
     match execute::process(shared, &message, resume).await {
-        JobOutcome::Finished => loop {
-            match shared.parked.remove(topic, partition, head.offset).await {
-                Ok(()) => return ParkedRun::Removed,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot remove a handled parked event: waiting for the database");
-                    if shared.stopping.is_cancelled() || !execute::wait_for_database(shared).await {
-                        // Left parked: it runs again and its handlers skip it by their records.
-                        return stopped;
-                    }
-                }
+        JobOutcome::Finished => {
+            let removed = execute::through_outages(shared, "remove a handled parked event", || {
+                shared.parked.remove(topic, partition, head.offset)
+            })
+            .await;
+            // Left parked when the consumer stopped first: it runs again and its handlers
+            // skip it by their records.
+            if removed.is_some() {
+                ParkedRun::Removed
+            } else {
+                stopped
             }
-        },
+        }
         JobOutcome::Parked { due_at_ms } => ParkedRun::Rescheduled(parking::instant_of(due_at_ms)),
         JobOutcome::Abandoned => stopped,
         JobOutcome::GuardTripped => ParkedRun::Stopped {

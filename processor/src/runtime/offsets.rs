@@ -56,21 +56,26 @@ impl Assignments {
         self.partitions.get_mut(topic)?.get_mut(&partition)
     }
 
+    /// The partition's offsets, made for a new generation when there are none.
+    fn entry(&mut self, topic: &str, partition: i32) -> &mut PartitionOffsets {
+        let generation = self.next_generation + 1;
+        let offsets = self
+            .partitions
+            .entry(topic.to_string())
+            .or_default()
+            .entry(partition)
+            .or_insert_with(|| PartitionOffsets::new(generation));
+        if offsets.generation == generation {
+            self.next_generation = generation;
+        }
+        offsets
+    }
+
     /// Registers a received offset; returns the generation to finish it with.
     pub fn received(&mut self, topic: &str, partition: i32, offset: i64) -> u64 {
-        if self.get_mut(topic, partition).is_none() {
-            self.next_generation += 1;
-            self.partitions
-                .entry(topic.to_string())
-                .or_default()
-                .insert(partition, PartitionOffsets::new(self.next_generation));
-        }
-        self.get_mut(topic, partition)
-            .map(|p| {
-                p.received(offset);
-                p.generation
-            })
-            .unwrap_or_default()
+        let offsets = self.entry(topic, partition);
+        offsets.received(offset);
+        offsets.generation
     }
 
     /// Marks an offset finished; the commit point to store, if it moved.
@@ -94,14 +99,7 @@ impl Assignments {
         if !self.assigned.contains(&(topic.to_string(), partition)) {
             return None;
         }
-        if self.get_mut(topic, partition).is_none() {
-            self.next_generation += 1;
-            self.partitions
-                .entry(topic.to_string())
-                .or_default()
-                .insert(partition, PartitionOffsets::new(self.next_generation));
-        }
-        self.get_mut(topic, partition).map(|p| p.generation)
+        Some(self.entry(topic, partition).generation)
     }
 
     pub fn is_current(&self, topic: &str, partition: i32, generation: u64) -> bool {
