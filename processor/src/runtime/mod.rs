@@ -551,28 +551,23 @@ impl Dispatcher<'_> {
     fn lane_done(&mut self, finished: Finished) -> bool {
         self.set_buffered(self.buffered.saturating_sub(1));
         let (topic, partition, _) = &finished.key;
-        match finished.outcome {
-            JobOutcome::Finished => {
-                let point = self.assignments().finished(
-                    topic,
-                    *partition,
-                    finished.generation,
-                    finished.offset,
-                );
-                if let Some(point) = point {
-                    self.store(topic, *partition, point);
-                }
+        if matches!(
+            finished.outcome,
+            JobOutcome::Finished | JobOutcome::Parked { .. }
+        ) {
+            let point = self.assignments().finished(
+                topic,
+                *partition,
+                finished.generation,
+                finished.offset,
+            );
+            if let Some(point) = point {
+                self.store(topic, *partition, point);
             }
+        }
+        match finished.outcome {
+            JobOutcome::Finished => {}
             JobOutcome::Parked { due_at_ms } => {
-                let point = self.assignments().finished(
-                    topic,
-                    *partition,
-                    finished.generation,
-                    finished.offset,
-                );
-                if let Some(point) = point {
-                    self.store(topic, *partition, point);
-                }
                 self.lane_parked(finished.key, finished.generation, due_at_ms);
                 return false;
             }
