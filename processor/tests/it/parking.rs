@@ -25,26 +25,33 @@ const LIMITED: &str = "tenant-limited";
 
 /// A simulated Confluence that echoes requests, with `LIMITED` installed on it.
 async fn site(harness: &Harness, stop: &Shutdown) -> Simulator {
+    site_of(harness, stop, &[LIMITED]).await
+}
+
+/// A simulated Confluence that echoes requests, with `tenants` installed on it.
+async fn site_of(harness: &Harness, stop: &Shutdown, tenants: &[&str]) -> Simulator {
     let confluence = Simulator::start(
         SimulatorSettings::new(APP_KEY).answering(Answers::Echo),
         stop.clone(),
     )
     .await
     .expect("simulated Confluence");
-    confluence.register(LIMITED, SECRET);
-    let install = LifecyclePayload::parse(
-        json!({
-            "key": APP_KEY, "clientKey": LIMITED, "sharedSecret": SECRET,
-            "baseUrl": confluence.base_url(), "eventType": "installed",
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .expect("install body");
-    TenantStore::new(harness.pool(), test_keyring())
-        .record_install(&install, "ingest-install")
-        .await
-        .expect("installed");
+    for tenant in tenants {
+        confluence.register(tenant, SECRET);
+        let install = LifecyclePayload::parse(
+            json!({
+                "key": APP_KEY, "clientKey": tenant, "sharedSecret": SECRET,
+                "baseUrl": confluence.base_url(), "eventType": "installed",
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("install body");
+        TenantStore::new(harness.pool(), test_keyring())
+            .record_install(&install, "ingest-install")
+            .await
+            .expect("installed");
+    }
     confluence
 }
 
@@ -61,7 +68,7 @@ fn calling_handler() -> (impl Handler, Finished) {
         async move {
             let tenant = ctx.event().client_key().to_string();
             let page = ctx.event().json()["page"]["id"].as_i64().unwrap_or(-1);
-            if tenant == LIMITED {
+            if tenant == LIMITED || tenant.starts_with("calling-") {
                 ctx.confluence()?
                     .get_json::<Value>(&format!("/api/v2/pages/{page}"), &[])
                     .await?;
@@ -270,5 +277,129 @@ async fn an_event_sends_at_most_its_retry_budget_of_requests() {
         metrics.contains("tributary_processor_retry_budget_exhausted_total"),
         "{metrics}"
     );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quota_pauses_hold_across_two_processor_replicas_tenant_or_app_wide() {
+    const A: &str = "calling-a";
+    const B: &str = "calling-b";
+    const C: &str = "calling-c";
+    const SECOND_TOPIC: &str = "events-second";
+    let harness = Harness::start(1).await;
+    harness.kafka.create_topic(SECOND_TOPIC, 1);
+    let stop = Shutdown::new();
+    let confluence = site_of(&harness, &stop, &[A, B, C]).await;
+    let pool = harness.pool();
+    // Two replicas sharing the database: each consumes a topic of its own, so the test
+    // decides which one sees which event.
+    let (first_handler, _) = calling_handler();
+    let first = harness.spawn(
+        Processor::builder(harness.config(&[("TENANT_HOST_ALLOWLIST", "127.0.0.1")])).on_named(
+            "calls",
+            "page_*",
+            first_handler,
+        ),
+    );
+    let (second_handler, second_done) = calling_handler();
+    let second = harness.spawn(
+        Processor::builder(harness.config(&[
+            ("TENANT_HOST_ALLOWLIST", "127.0.0.1"),
+            ("PROCESSOR_TOPICS", SECOND_TOPIC),
+            ("PROCESSOR_GROUP_ID", "second-replica"),
+        ]))
+        .on_named("calls", "page_*", second_handler),
+    );
+    let parked_of = |tenant: &'static str, count: usize| {
+        let pool = pool.clone();
+        move || {
+            let pool = pool.clone();
+            async move {
+                parked(&pool)
+                    .await
+                    .iter()
+                    .filter(|(t, _, _)| t == tenant)
+                    .count()
+                    == count
+            }
+        }
+    };
+
+    // The first replica spends tenant A's quota.
+    confluence.enqueue(
+        Scripted::status(429)
+            .header("Retry-After", "300")
+            .header("RateLimit-Reason", "confluence-quota-tenant-based"),
+    );
+    harness.publish(&[page(A, 1)]).await;
+    wait_for(
+        "A's event parked by the first replica",
+        Duration::from_secs(60),
+        parked_of(A, 1),
+    )
+    .await;
+    // Pauses reach the other replica within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    harness
+        .publish_to(SECOND_TOPIC, &[page(A, 2), page(B, 3)])
+        .await;
+    wait_for(
+        "B handled by the second replica",
+        Duration::from_secs(60),
+        || {
+            let done = second_done.clone();
+            async move { done.lock().expect("done").iter().any(|(t, _)| t == B) }
+        },
+    )
+    .await;
+    wait_for(
+        "A's second event parked",
+        Duration::from_secs(30),
+        parked_of(A, 2),
+    )
+    .await;
+    assert_eq!(
+        confluence.hits(),
+        2,
+        "the second replica sent nothing for the paused tenant A, and B's call"
+    );
+
+    // The first replica spends the app's global quota: every tenant waits, everywhere.
+    confluence.enqueue(
+        Scripted::status(429)
+            .header("Retry-After", "300")
+            .header("RateLimit-Reason", "confluence-quota-global-based"),
+    );
+    harness.publish(&[page(C, 4)]).await;
+    wait_for(
+        "C's event parked by the first replica",
+        Duration::from_secs(60),
+        parked_of(C, 1),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    harness.publish_to(SECOND_TOPIC, &[page(B, 5)]).await;
+    wait_for(
+        "B's event parked by the second replica",
+        Duration::from_secs(60),
+        parked_of(B, 1),
+    )
+    .await;
+    assert_eq!(
+        confluence.hits(),
+        3,
+        "nothing was sent past the global pause"
+    );
+    let (_, due_at_ms, _) = parked(&pool)
+        .await
+        .into_iter()
+        .find(|(t, _, _)| t == B)
+        .expect("B parked");
+    assert!(
+        due_at_ms - now_ms() > 250_000,
+        "B waits for the app's pause"
+    );
+    first.stop().await.expect("clean stop");
+    second.stop().await.expect("clean stop");
     stop.cancel();
 }
