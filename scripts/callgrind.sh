@@ -8,7 +8,9 @@
 #   scripts/callgrind.sh                    # processor, ingest and the bare baseline
 #   ONLY=processor scripts/callgrind.sh     # one of: processor, ingest, bare
 #
-# Settings: EVENTS (measured events or requests, 2000), WARMUP (500), ADMIN_DATABASE_URL.
+# Settings: EVENTS (measured events or requests, 2000), WARMUP (500), ADMIN_DATABASE_URL,
+# BIN_DIR (binaries built already: no build; e.g. to compare two builds), KEEP_DUMPS (a
+# folder to copy the callgrind dumps to).
 # Needs valgrind (Debian: apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ WARMUP="${WARMUP:-500}"
 ONLY="${ONLY:-all}"
 ADMIN_DATABASE_URL="${ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
-BIN="$CARGO_TARGET_DIR/release"
+BIN="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -28,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --locked --bin tributary --bin tributary-ingest --bin tributary-processor >&2
+[ -n "${BIN_DIR:-}" ] || cargo build --release --locked --bin tributary --bin tributary-ingest --bin tributary-processor >&2
 
 DB_NAME=tributary_callgrind
 psql -q "$ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
@@ -57,14 +59,21 @@ under_callgrind() {
   PIDS+=($SERVICE_PID)
 }
 newest_dump() { ls -t "$WORK/$1".*.out* | head -n 1; }
+# With KEEP_DUMPS=DIR, each service's dump is copied there for callgrind_annotate.
+keep_dump() { [ -z "${KEEP_DUMPS:-}" ] || { mkdir -p "$KEEP_DUMPS"; cp "$(newest_dump "$1")" "$KEEP_DUMPS/$1.callgrind.out"; }; }
 # Total instructions in the newest dump of one service.
 instructions() {
   callgrind_annotate "$(newest_dump "$1")" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
 }
 # The functions that executed the most instructions themselves: where the time goes.
+# callgrind_annotate stops at 99% of the total by default, and lists the threads' entry
+# points (clone, start_thread, the runtime's loops) as if they cost everything below them:
+# every function is listed, and rows over half the total, which only those can reach, are
+# left out.
 top() {
-  callgrind_annotate --inclusive=no --auto=no "$(newest_dump "$1")" 2>/dev/null |
-    awk '/file:function|Function:file summary/ {f = 1; next} f && /^ *[0-9]/ {print "   " $0; if (++n == 25) exit}'
+  callgrind_annotate --inclusive=no --auto=no --threshold=100 "$(newest_dump "$1")" 2>/dev/null |
+    awk '/file:function|Function:file summary/ {f = 1; next}
+      f && /^ *[0-9]/ {p = $2; gsub(/[(%)]/, "", p); if (p + 0 >= 50) next; print "   " $0; if (++n == 25) exit}'
 }
 # Waits until `metric` on `url` has not moved for 3 s; prints its value.
 settled() {
@@ -90,6 +99,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = bare ]; then
   out=$(loadgen --bare --target http://127.0.0.1:8090 --rate "$RATE" --duration "$SECONDS_OF_LOAD" --warmup 0 --concurrency 16)
   callgrind_control --dump "$pid" >/dev/null
   n=$(echo "$out" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^ok=/) {sub("ok=", "", $i); print $i; exit}}')
+  keep_dump bare
   ir=$(instructions bare)
   echo "bare axum server: $((ir / n)) instructions per request ($ir for $n)"
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -119,6 +129,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = ingest ]; then
   wait "$load"
   callgrind_control --dump "$ingest" >/dev/null
   n=$(( $(published) - before ))
+  keep_dump ingest
   ir=$(instructions ingest)
   echo "ingest: $((ir / n)) instructions per webhook ($ir for $n)"
   top ingest
@@ -143,6 +154,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = processor ]; then
   sleep 2
   callgrind_control --dump "$processor" >/dev/null
   n=$((after - before))
+  keep_dump processor
   ir=$(instructions processor)
   echo "processor (built-in log handler): $((ir / n)) instructions per event ($ir for $n events)"
   top processor

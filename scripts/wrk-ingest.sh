@@ -9,14 +9,15 @@
 #   scripts/wrk-ingest.sh
 #   DURATION=20 scripts/wrk-ingest.sh
 #
-# Settings: DURATION (seconds of each run, 10), ADMIN_DATABASE_URL.
+# Settings: DURATION (seconds of each run, 10), ADMIN_DATABASE_URL, BIN_DIR (binaries built
+# already: no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10}"
 ADMIN_DATABASE_URL="${ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
-BIN="$CARGO_TARGET_DIR/release"
+BIN="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -28,7 +29,7 @@ trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "needs two CPUs" >&2; exit 1; }
-cargo build --release --locked --bin tributary --bin tributary-ingest >&2
+[ -n "${BIN_DIR:-}" ] || cargo build --release --locked --bin tributary --bin tributary-ingest >&2
 
 DB_NAME=tributary_wrk
 psql -q "$ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null

@@ -5,7 +5,7 @@
 //! so any Kafka consumer can read the topics without Tributary's code.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Timelike, Utc};
 use serde_json::Value;
 
 use crate::connect::LifecycleEventType;
@@ -147,10 +147,13 @@ impl Envelope {
         f(header::ID, &self.id);
         f(header::SOURCE, &self.source);
         f(header::TYPE, &self.kind.ce_type());
-        f(
-            header::TIME,
-            &self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
-        );
+        match rfc3339_millis(&self.time) {
+            Some(time) => f(header::TIME, std::str::from_utf8(&time).unwrap_or_default()),
+            None => f(
+                header::TIME,
+                &self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ),
+        }
         if let Some(subject) = &self.subject {
             f(header::SUBJECT, subject);
         }
@@ -234,6 +237,35 @@ impl Envelope {
     }
 }
 
+/// `ce_time` as `to_rfc3339_opts(SecondsFormat::Millis, true)` writes it, on the stack: the
+/// formatting machinery and an allocation per record are more than these 24 bytes need.
+/// `None` for what that layout cannot hold (a year outside 0..=9999, a leap second), which
+/// the caller formats the general way.
+fn rfc3339_millis(time: &DateTime<Utc>) -> Option<[u8; 24]> {
+    let year = u32::try_from(time.year())
+        .ok()
+        .filter(|year| *year <= 9999)?;
+    let nanos = time.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for digit in out[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, time.month());
+    put(8, 2, time.day());
+    put(11, 2, time.hour());
+    put(14, 2, time.minute());
+    put(17, 2, time.second());
+    put(20, 3, nanos / 1_000_000);
+    Some(out)
+}
+
 /// The CloudEvents subject for a webhook body: the id of the content it is about, or the
 /// key of the space.
 pub fn subject_of(body: &Value) -> Option<String> {
@@ -272,9 +304,9 @@ pub fn read_object_subject(body: &[u8]) -> Result<JsonBody, serde_json::Error> {
     serde_json::from_slice::<subject_scan::Top>(body).map(|top| top.0)
 }
 
-mod subject_scan {
+pub(crate) mod subject_scan {
     //! Visitors that walk a JSON document once. Each keeps, as a `Value` map would, the last
-    //! value of a repeated key.
+    //! value of a repeated key. The token's header and claims are read with them too.
 
     use std::fmt;
 
@@ -288,12 +320,12 @@ mod subject_scan {
     pub struct Top(pub JsonBody);
 
     /// Any value, visited fully and dropped.
-    struct Skip;
+    pub(crate) struct Skip;
 
     /// A key of interest, by index, or none.
-    struct Key(Option<usize>);
+    pub(crate) struct Key(pub(crate) Option<usize>);
 
-    struct KeySeed(&'static [&'static str]);
+    pub(crate) struct KeySeed(pub(crate) &'static [&'static str]);
 
     /// An entity object's ids: `idAsString` when a string, `id` when a string or a number.
     #[derive(Default)]
@@ -303,9 +335,12 @@ mod subject_scan {
     }
 
     /// A scalar kept as text when it is a string (and, with `numbers`, a number).
-    struct Text {
-        value: Option<String>,
+    pub(crate) struct Text {
+        pub(crate) value: Option<String>,
     }
+
+    /// A number as `Value::as_f64` reads it, or `None` for any other value.
+    pub(crate) struct Numeric(pub(crate) Option<f64>);
 
     struct TextVisitor {
         numbers: bool,
@@ -347,6 +382,8 @@ mod subject_scan {
         };
     }
 
+    pub(crate) use scalars_are;
+
     impl<'de> Deserialize<'de> for Skip {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             struct V;
@@ -379,6 +416,48 @@ mod subject_scan {
                 }
             }
             deserializer.deserialize_any(V(self.0))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Numeric {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Numeric;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Numeric, E> {
+                    Ok(Numeric(None))
+                }
+                fn visit_i64<E>(self, n: i64) -> Result<Numeric, E> {
+                    Ok(Numeric(Some(n as f64)))
+                }
+                fn visit_u64<E>(self, n: u64) -> Result<Numeric, E> {
+                    Ok(Numeric(Some(n as f64)))
+                }
+                fn visit_f64<E>(self, n: f64) -> Result<Numeric, E> {
+                    Ok(Numeric(Some(n)))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Numeric, E> {
+                    Ok(Numeric(None))
+                }
+                fn visit_unit<E>(self) -> Result<Numeric, E> {
+                    Ok(Numeric(None))
+                }
+                fn visit_none<E>(self) -> Result<Numeric, E> {
+                    Ok(Numeric(None))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Numeric, A::Error> {
+                    while seq.next_element::<Skip>()?.is_some() {}
+                    Ok(Numeric(None))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Numeric, A::Error> {
+                    while map.next_entry::<Skip, Skip>()?.is_some() {}
+                    Ok(Numeric(None))
+                }
+            }
+            deserializer.deserialize_any(V)
         }
     }
 
@@ -576,6 +655,34 @@ mod tests {
                 .iter()
                 .any(|(k, v)| *k == "ce_type" && v == "com.atlassian.confluence.page_created")
         );
+    }
+
+    #[test]
+    fn record_times_are_written_as_chrono_writes_them() {
+        let times = [
+            "2026-12-02T04:32:25.123Z",
+            "2026-01-09T00:00:00Z",
+            "0000-01-01T00:00:00.001Z",
+            "9999-12-31T23:59:59.999Z",
+            "2016-12-31T23:59:60.500Z",
+            "1969-07-20T20:17:40.9999999Z",
+        ];
+        for text in times {
+            let time = DateTime::parse_from_rfc3339(text)
+                .expect("a valid time")
+                .with_timezone(&Utc);
+            let written = rfc3339_millis(&time).map(|t| String::from_utf8_lossy(&t).into_owned());
+            let chrono = time.to_rfc3339_opts(SecondsFormat::Millis, true);
+            match written {
+                Some(written) => assert_eq!(written, chrono, "{text}"),
+                // A leap second is left to chrono.
+                None => assert!(time.nanosecond() >= 1_000_000_000, "{text}"),
+            }
+        }
+        let far = DateTime::<Utc>::from_timestamp(400_000_000_000, 0).expect("year 14645");
+        assert_eq!(rfc3339_millis(&far), None);
+        let before = DateTime::<Utc>::from_timestamp(-62_200_000_000, 0).expect("year -1");
+        assert_eq!(rfc3339_millis(&before), None);
     }
 
     #[test]

@@ -25,8 +25,11 @@ pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" || essence.ends_with("+json") {
+        .as_bytes();
+    // Compared without a lowercased copy per request.
+    let json_suffix =
+        essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
+    if essence.eq_ignore_ascii_case(b"application/json") || json_suffix {
         Ok(())
     } else {
         Err(Rejection::UnsupportedContentType)
@@ -60,29 +63,41 @@ pub async fn read_limited(body: Body, max: usize) -> Result<Bytes, Rejection> {
 
 async fn read_all(body: Body, max: usize) -> Result<Bytes, Rejection> {
     let mut stream = body.into_data_stream();
+    // A body that arrives in one chunk (the usual webhook) is kept as hyper read it; only a
+    // body in several chunks is copied into one buffer.
+    let mut first: Option<Bytes> = None;
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|_| Rejection::MalformedBody("the body could not be read".into()))?;
-        if buffer.len() + chunk.len() > max {
+        let read = first.as_ref().map_or(0, Bytes::len) + buffer.len();
+        if read + chunk.len() > max {
             return Err(Rejection::BodyTooLarge);
         }
-        buffer.extend_from_slice(&chunk);
+        match first.take() {
+            None if buffer.is_empty() => first = Some(chunk),
+            Some(earlier) => {
+                buffer.reserve(earlier.len() + chunk.len());
+                buffer.extend_from_slice(&earlier);
+                buffer.extend_from_slice(&chunk);
+            }
+            None => buffer.extend_from_slice(&chunk),
+        }
     }
-    Ok(buffer.freeze())
+    Ok(first.unwrap_or_else(|| buffer.freeze()))
 }
 
 /// The path and query exactly as the client sent them, which the qsh is computed over
 /// (a router nested under the base path sees a shortened URI).
-pub fn request_target(parts: &Parts) -> String {
+pub fn request_target(parts: &Parts) -> &str {
     let uri = parts
         .extensions
         .get::<OriginalUri>()
         .map(|original| &original.0)
         .unwrap_or(&parts.uri);
     uri.path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_else(|| uri.path().to_string())
+        .map(|pq| pq.as_str())
+        .unwrap_or_else(|| uri.path())
 }
 
 /// The query of the original request, where a `jwt` parameter may carry the token.
@@ -121,6 +136,22 @@ mod tests {
         assert!(
             check_json_content_type(&headers(&[(header::CONTENT_TYPE, "text/plain")])).is_err()
         );
+        for accepted in [
+            "Application/JSON",
+            " application/vnd.api+JSON ; x=y",
+            "+json",
+        ] {
+            assert!(
+                check_json_content_type(&headers(&[(header::CONTENT_TYPE, accepted)])).is_ok(),
+                "{accepted}"
+            );
+        }
+        for refused in ["json", "application/jsonx", "application/json-patch", ""] {
+            assert!(
+                check_json_content_type(&headers(&[(header::CONTENT_TYPE, refused)])).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -131,5 +162,24 @@ mod tests {
         assert!(matches!(read, Err(Rejection::BodyTooLarge)));
         let read = read_limited(Body::from(vec![b'x'; 10]), 10).await;
         assert_eq!(read.expect("fits").len(), 10);
+    }
+
+    #[tokio::test]
+    async fn bodies_in_pieces_are_joined_and_limited() {
+        let pieces = || {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"a\":")),
+                Ok(Bytes::new()),
+                Ok(Bytes::from_static(b" 1")),
+                Ok(Bytes::from_static(b"}")),
+            ];
+            Body::from_stream(futures::stream::iter(chunks))
+        };
+        let read = read_limited(pieces(), 64).await.expect("fits");
+        assert_eq!(&read[..], b"{\"a\": 1}");
+        assert!(matches!(
+            read_limited(pieces(), 7).await,
+            Err(Rejection::BodyTooLarge)
+        ));
     }
 }

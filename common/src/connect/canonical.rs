@@ -89,10 +89,17 @@ pub fn qsh(method: &str, request_target: &str, base_path: &str) -> String {
 /// either (Confluence signs with the Java one, atlassian-connect-express with the other).
 pub fn accepted_qshes(method: &str, request_target: &str, base_path: &str) -> [String; 2] {
     let java = canonical_string(CanonicalForm::Java, method, request_target, base_path);
-    let javascript = canonical_string(CanonicalForm::JavaScript, method, request_target, base_path);
     let java_qsh = hash(&java);
-    // The forms differ only for unusual queries (none at all, for most webhooks): the same
-    // string needs hashing once.
+    // Without a query both forms are `METHOD&PATH&` (most webhooks): the second is neither
+    // built nor hashed.
+    let has_query = request_target
+        .split_once('?')
+        .is_some_and(|(_, query)| !query.is_empty());
+    if !has_query {
+        return [java_qsh.clone(), java_qsh];
+    }
+    let javascript = canonical_string(CanonicalForm::JavaScript, method, request_target, base_path);
+    // The forms differ only for unusual queries: the same string needs hashing once.
     let javascript_qsh = if javascript == java {
         java_qsh.clone()
     } else {
@@ -311,6 +318,13 @@ mod tests {
         fn never_panics_on_arbitrary_targets(method in ".{0,8}", target in ".{0,200}", base in ".{0,20}") {
             let got = CanonicalRequest::new(&method, &target, &base);
             prop_assert_eq!(got.qsh.len(), 64);
+        }
+
+        #[test]
+        fn accepted_hashes_are_the_two_forms(target in "/[a-z/]{0,12}(\\?([a-z]{1,2}(=[a-z,]{0,3})?&?){0,3})?") {
+            let both = [CanonicalForm::Java, CanonicalForm::JavaScript]
+                .map(|form| CanonicalRequest::in_form(form, "POST", &target, "").qsh);
+            prop_assert_eq!(accepted_qshes("POST", &target, ""), both);
         }
 
         #[test]

@@ -82,7 +82,7 @@ impl InstallVerifier {
         if body_client_key.is_some_and(|client_key| token.issuer() != client_key) {
             return Err(AuthError::IssuerMismatch);
         }
-        if !self.audience_matches(token.claim("aud")) {
+        if !self.audience_matches(token.claim("aud").as_ref()) {
             return Err(AuthError::WrongAudience);
         }
         token.check_times(now, self.leeway_seconds)?;

@@ -4,9 +4,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::Sha256;
 
 use super::SharedSecret;
 use super::canonical::{CONTEXT_QSH, accepted_qshes, qsh};
@@ -48,13 +50,31 @@ pub enum QshPolicy {
 }
 
 /// A JWT whose header and claims were decoded but not yet trusted.
+///
+/// Only the claims a check reads are kept as fields; the decoded payload stays as bytes and
+/// is turned into a map only for a caller that wants every claim (installs, the verified
+/// claims), so a webhook builds no map of the token at all.
 #[derive(Debug, Clone)]
 pub struct UnverifiedToken<'a> {
     raw: &'a str,
+    /// `header.payload`, what the signature covers.
+    signing_input: &'a str,
+    signature: &'a str,
     alg: String,
     kid: Option<String>,
-    claims: Map<String, Value>,
+    payload: Vec<u8>,
+    claims: Claims,
     issuer: String,
+}
+
+/// The claims the checks read, each as a `Value` lookup would see it: `Some` only when the
+/// last occurrence of the name has the expected JSON type.
+#[derive(Debug, Clone, Default)]
+struct Claims {
+    iss: Option<String>,
+    exp: Option<f64>,
+    iat: Option<f64>,
+    qsh: Option<String>,
 }
 
 /// The claims of a token that passed every check.
@@ -66,44 +86,70 @@ pub struct VerifiedToken {
     pub claims: Map<String, Value>,
 }
 
+/// A tenant's HS256 key with the HMAC's key schedule done once: every token checked with it
+/// saves hashing the padded key twice.
+#[derive(Clone)]
+pub struct Hs256Key(Hmac<Sha256>);
+
+impl Hs256Key {
+    pub fn new(secret: &SharedSecret) -> Self {
+        // HMAC takes keys of any length; this cannot fail.
+        Hs256Key(
+            <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
+        )
+    }
+}
+
+impl std::fmt::Debug for Hs256Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hs256Key(<redacted>)")
+    }
+}
+
 impl<'a> UnverifiedToken<'a> {
     pub fn parse(raw: &'a str) -> Result<Self, AuthError> {
         let mut parts = raw.split('.');
-        let (Some(header), Some(payload), Some(_signature), None) =
+        let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthError::Malformed(
                 "expected three dot-separated segments",
             ));
         };
-        let header = decode_json_object(header)?;
-        let claims = decode_json_object(payload)?;
+        let signing_input = &raw[..header.len() + 1 + payload.len()];
+        let header: lean::Header = decode_json_object(header)?;
+        let payload = decode_segment(payload)?;
+        let mut claims = match serde_json::from_slice::<lean::Object<Claims>>(&payload) {
+            Ok(lean::Object(Some(claims))) => claims,
+            _ => return Err(AuthError::Malformed("segment is not a JSON object")),
+        };
         let alg = header
-            .get("alg")
-            .and_then(Value::as_str)
-            .ok_or(AuthError::Malformed("header has no alg"))?
-            .to_string();
-        let kid = match header.get("kid") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(kid)) => Some(kid.clone()),
-            Some(_) => return Err(AuthError::Malformed("kid is not a string")),
+            .alg
+            .ok_or(AuthError::Malformed("header has no alg"))?;
+        let kid = match header.kid {
+            lean::Kid::Absent => None,
+            lean::Kid::String(kid) => Some(kid),
+            lean::Kid::Other => return Err(AuthError::Malformed("kid is not a string")),
         };
         let issuer = claims
-            .get("iss")
-            .and_then(Value::as_str)
+            .iss
+            .take()
             .filter(|iss| !iss.is_empty())
-            .ok_or(AuthError::Malformed("no iss claim"))?
-            .to_string();
+            .ok_or(AuthError::Malformed("no iss claim"))?;
         if !is_plausible_identifier(&issuer) {
             return Err(AuthError::Malformed("iss is not a plausible clientKey"));
         }
-        if !claims.get("exp").is_some_and(Value::is_number) {
+        if claims.exp.is_none() {
             return Err(AuthError::Malformed("no numeric exp claim"));
         }
         Ok(UnverifiedToken {
             raw,
+            signing_input,
+            signature,
             alg,
             kid,
+            payload,
             claims,
             issuer,
         })
@@ -151,7 +197,7 @@ impl<'a> UnverifiedToken<'a> {
 
     /// The checks of [`Self::verify_hs256`] without building the verified claims, for a
     /// caller that may check one token against more than one secret and then keeps it with
-    /// [`Self::into_verified`].
+    /// [`Self::into_verified`] or [`Self::into_issuer`].
     pub fn check_hs256(
         &self,
         secret: &SharedSecret,
@@ -160,25 +206,66 @@ impl<'a> UnverifiedToken<'a> {
         now: i64,
         leeway_seconds: u64,
     ) -> Result<(), AuthError> {
+        self.check_hs256_keyed(&Hs256Key::new(secret), request, policy, now, leeway_seconds)
+    }
+
+    /// [`Self::check_hs256`] with a key prepared once for many tokens.
+    pub fn check_hs256_keyed(
+        &self,
+        key: &Hs256Key,
+        request: RequestTarget<'_>,
+        policy: QshPolicy,
+        now: i64,
+        leeway_seconds: u64,
+    ) -> Result<(), AuthError> {
         self.require_algorithm(Algorithm::HS256)?;
-        self.verify_signature(
-            &DecodingKey::from_secret(secret.expose().as_bytes()),
-            Algorithm::HS256,
-        )?;
+        // The steps and refusals of `jsonwebtoken::decode` (which the RS256 path still
+        // uses), in its order, without its second decode of the claims and its key
+        // schedule per call: the header as the library reads it, the signature, then the
+        // claims segment's encoding (unpadded, as the library demands).
+        let cannot_check = AuthError::Malformed("signature could not be checked");
+        let header = jsonwebtoken::decode_header(self.raw).map_err(|_| cannot_check.clone())?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::UnsupportedAlgorithm(self.alg.clone()));
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(self.signature)
+            .map_err(|_| cannot_check.clone())?;
+        let mut mac = key.0.clone();
+        mac.update(self.signing_input.as_bytes());
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(&signature)
+            .map_err(|_| AuthError::BadSignature)?;
+        if self.signing_input.ends_with('=') {
+            return Err(cannot_check);
+        }
         self.check_time_and_qsh(request, policy, now, leeway_seconds)
     }
 
-    /// The claims of a token whose checks passed, moved rather than copied.
+    /// The claims of a token whose checks passed.
     pub fn into_verified(self) -> VerifiedToken {
+        let claims = self.claims_map();
         VerifiedToken {
-            subject: self
-                .claims
+            subject: claims
                 .get("sub")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            context: self.claims.get("context").cloned(),
+            context: claims.get("context").cloned(),
             issuer: self.issuer,
-            claims: self.claims,
+            claims,
+        }
+    }
+
+    /// The issuer of a token whose checks passed, for a caller that needs nothing else.
+    pub fn into_issuer(self) -> String {
+        self.issuer
+    }
+
+    /// Every claim. `parse` read the same bytes as valid JSON, so this parse succeeds.
+    fn claims_map(&self) -> Map<String, Value> {
+        match serde_json::from_slice::<Value>(&self.payload) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
         }
     }
 
@@ -228,11 +315,7 @@ impl<'a> UnverifiedToken<'a> {
         leeway_seconds: u64,
     ) -> Result<(), AuthError> {
         self.check_times(now, leeway_seconds)?;
-        let claimed = self
-            .claims
-            .get("qsh")
-            .and_then(Value::as_str)
-            .ok_or(AuthError::MissingQsh)?;
+        let claimed = self.claims.qsh.as_deref().ok_or(AuthError::MissingQsh)?;
         if claimed == CONTEXT_QSH {
             if policy != QshPolicy::AllowContext {
                 return Err(AuthError::ContextQshNotAllowed);
@@ -253,15 +336,11 @@ impl<'a> UnverifiedToken<'a> {
     /// `exp` (with leeway) and, when present, `iat` against `now`.
     pub(crate) fn check_times(&self, now: i64, leeway_seconds: u64) -> Result<(), AuthError> {
         let leeway = i64::try_from(leeway_seconds).unwrap_or(i64::MAX / 4);
-        let exp = self
-            .claims
-            .get("exp")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0) as i64;
+        let exp = self.claims.exp.unwrap_or(0.0) as i64;
         if now > exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
         }
-        if let Some(iat) = self.claims.get("iat").and_then(Value::as_f64)
+        if let Some(iat) = self.claims.iat
             && (iat as i64) > now.saturating_add(leeway)
         {
             return Err(AuthError::IssuedInFuture);
@@ -269,18 +348,170 @@ impl<'a> UnverifiedToken<'a> {
         Ok(())
     }
 
-    pub(crate) fn claim(&self, name: &str) -> Option<&Value> {
-        self.claims.get(name)
+    /// One claim, as the JSON of the payload has it.
+    pub(crate) fn claim(&self, name: &str) -> Option<Value> {
+        self.claims_map().remove(name)
     }
 }
 
-fn decode_json_object(segment: &str) -> Result<Map<String, Value>, AuthError> {
-    let bytes = URL_SAFE_NO_PAD
+fn decode_segment(segment: &str) -> Result<Vec<u8>, AuthError> {
+    URL_SAFE_NO_PAD
         .decode(segment.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed("segment is not base64url"))?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+        .map_err(|_| AuthError::Malformed("segment is not base64url"))
+}
+
+fn decode_json_object<T>(segment: &str) -> Result<T, AuthError>
+where
+    lean::Object<T>: serde::de::DeserializeOwned,
+{
+    let bytes = decode_segment(segment)?;
+    match serde_json::from_slice::<lean::Object<T>>(&bytes) {
+        Ok(lean::Object(Some(object))) => Ok(object),
         _ => Err(AuthError::Malformed("segment is not a JSON object")),
+    }
+}
+
+mod lean {
+    //! The token's header and claims read in one pass, without a map. Every value is
+    //! visited as a `Value` parse visits it (so the same segments are refused), and a name
+    //! given twice counts with its last value, as in a `Value` map.
+
+    use std::fmt;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    use super::Claims;
+    use crate::envelope::subject_scan::{Key, KeySeed, Numeric, Skip, Text, scalars_are};
+
+    /// `Some` when the segment is a JSON object.
+    pub struct Object<T>(pub Option<T>);
+
+    #[derive(Default)]
+    pub struct Header {
+        pub alg: Option<String>,
+        pub kid: Kid,
+    }
+
+    #[derive(Default)]
+    pub enum Kid {
+        /// Missing or `null`.
+        #[default]
+        Absent,
+        String(String),
+        Other,
+    }
+
+    /// Fills `T` from the entries of one JSON object.
+    pub trait Fields: Default {
+        const NAMES: &'static [&'static str];
+        fn read<'de, A: MapAccess<'de>>(
+            &mut self,
+            index: usize,
+            map: &mut A,
+        ) -> Result<(), A::Error>;
+    }
+
+    impl Fields for Header {
+        const NAMES: &'static [&'static str] = &["alg", "kid"];
+        fn read<'de, A: MapAccess<'de>>(
+            &mut self,
+            index: usize,
+            map: &mut A,
+        ) -> Result<(), A::Error> {
+            if index == 0 {
+                self.alg = map.next_value::<Text>()?.value;
+            } else {
+                self.kid = map.next_value::<KidValue>()?.0;
+            }
+            Ok(())
+        }
+    }
+
+    impl Fields for Claims {
+        const NAMES: &'static [&'static str] = &["iss", "exp", "iat", "qsh"];
+        fn read<'de, A: MapAccess<'de>>(
+            &mut self,
+            index: usize,
+            map: &mut A,
+        ) -> Result<(), A::Error> {
+            match index {
+                0 => self.iss = map.next_value::<Text>()?.value,
+                1 => self.exp = map.next_value::<Numeric>()?.0,
+                2 => self.iat = map.next_value::<Numeric>()?.0,
+                _ => self.qsh = map.next_value::<Text>()?.value,
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de, T: Fields> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Fields> Visitor<'de> for V<T> {
+                type Value = Object<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                scalars_are!(Object(None));
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<T>, A::Error> {
+                    let mut fields = T::default();
+                    while let Some(Key(index)) = map.next_key_seed(KeySeed(T::NAMES))? {
+                        match index {
+                            Some(index) => fields.read(index, &mut map)?,
+                            None => {
+                                map.next_value::<Skip>()?;
+                            }
+                        }
+                    }
+                    Ok(Object(Some(fields)))
+                }
+            }
+            deserializer.deserialize_any(V(std::marker::PhantomData))
+        }
+    }
+
+    struct KidValue(Kid);
+
+    impl<'de> Deserialize<'de> for KidValue {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = KidValue;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<KidValue, E> {
+                    Ok(KidValue(Kid::Other))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<KidValue, E> {
+                    Ok(KidValue(Kid::Other))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<KidValue, E> {
+                    Ok(KidValue(Kid::Other))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<KidValue, E> {
+                    Ok(KidValue(Kid::Other))
+                }
+                fn visit_str<E>(self, kid: &str) -> Result<KidValue, E> {
+                    Ok(KidValue(Kid::String(kid.to_string())))
+                }
+                fn visit_unit<E>(self) -> Result<KidValue, E> {
+                    Ok(KidValue(Kid::Absent))
+                }
+                fn visit_none<E>(self) -> Result<KidValue, E> {
+                    Ok(KidValue(Kid::Absent))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KidValue, A::Error> {
+                    while seq.next_element::<Skip>()?.is_some() {}
+                    Ok(KidValue(Kid::Other))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KidValue, A::Error> {
+                    while map.next_entry::<Skip, Skip>()?.is_some() {}
+                    Ok(KidValue(Kid::Other))
+                }
+            }
+            deserializer.deserialize_any(V)
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub async fn lifecycle(
     let target = request_target(&parts);
     let request = RequestTarget {
         method: parts.method.as_str(),
-        target: &target,
+        target,
         base_path: &app.base_path,
     };
     // The token is checked before the body is read wherever the protocol allows (all but
@@ -166,11 +166,11 @@ async fn authenticate(
                 .client_key
         }
         Some(token) => {
-            let (verified, _) = connect
+            let (issuer, _) = connect
                 .secrets
                 .verify(token, request, Uninstalled::Accept)
                 .await?;
-            verified.issuer
+            issuer
         }
     };
     Ok(Signer::Tenant(issuer))

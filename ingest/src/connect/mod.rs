@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod secrets;
 pub mod webhook;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Router;
@@ -80,13 +81,12 @@ async fn serve_descriptor(State(state): State<Arc<ConnectState>>) -> impl IntoRe
     )
 }
 
-/// The token from `Authorization: JWT ...` or the `jwt` query parameter.
-pub fn token_of(parts: &Parts) -> Option<String> {
+/// The token from `Authorization: JWT ...` or the `jwt` query parameter, borrowed from the
+/// request unless the query had to be decoded.
+pub fn token_of(parts: &Parts) -> Option<Cow<'_, str>> {
     let authorization = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    extract_token(authorization, request_query(parts))
-        .map(|token| token.into_owned())
-        .filter(|token| !token.is_empty())
+    extract_token(authorization, request_query(parts)).filter(|token| !token.is_empty())
 }

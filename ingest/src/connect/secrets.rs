@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use moka::future::Cache;
-use tributary_common::connect::token::now_unix;
+use tributary_common::connect::token::{Hs256Key, now_unix};
 use tributary_common::connect::{
-    AuthError, QshPolicy, RequestTarget, SharedSecret, UnverifiedToken, VerifiedToken,
+    AuthError, QshPolicy, RequestTarget, SharedSecret, UnverifiedToken,
 };
 use tributary_common::shutdown::Shutdown;
 use tributary_common::store::{TenantChange, TenantChangeFeed, TenantStatus, TenantStore};
@@ -32,6 +32,8 @@ use tributary_common::store::{TenantChange, TenantChangeFeed, TenantStatus, Tena
 #[derive(Debug, Clone)]
 pub struct CachedTenant {
     pub secret: SharedSecret,
+    /// The secret's HMAC key schedule, done once per tenant rather than per request.
+    pub key: Hs256Key,
     pub base_url: String,
     pub status: TenantStatus,
 }
@@ -182,6 +184,7 @@ impl TenantSecrets {
                 metrics::counter!(TENANT_READS_TOTAL, "outcome" => outcome).increment(1);
                 match read {
                     Ok(Some((tenant, secret))) => Ok(Arc::new(CachedTenant {
+                        key: Hs256Key::new(&secret),
                         secret,
                         base_url: tenant.base_url,
                         status: tenant.status,
@@ -211,12 +214,13 @@ impl TenantSecrets {
     /// Verifies an HS256 token from Confluence in the order the protocol prescribes: decode
     /// untrusted, find the tenant by `iss`, check the HMAC, then time and qsh. A bad signature
     /// or an uninstalled status seen in a cached entry is checked once more against the store.
+    /// Answers the token's issuer (the tenant's clientKey) and the tenant.
     pub async fn verify(
         &self,
         raw_token: &str,
         request: RequestTarget<'_>,
         uninstalled: Uninstalled,
-    ) -> Result<(VerifiedToken, Arc<CachedTenant>), AuthError> {
+    ) -> Result<(String, Arc<CachedTenant>), AuthError> {
         let token = UnverifiedToken::parse(raw_token)?;
         token.require_algorithm(Algorithm::HS256)?;
         let mut reload = false;
@@ -225,8 +229,8 @@ impl TenantSecrets {
                 .lookup(token.issuer(), reload)
                 .await?
                 .ok_or(AuthError::UnknownIssuer)?;
-            let verified = token.check_hs256(
-                &tenant.secret,
+            let verified = token.check_hs256_keyed(
+                &tenant.key,
                 request,
                 QshPolicy::RequestOnly,
                 now_unix(),
@@ -252,7 +256,7 @@ impl TenantSecrets {
                         return Err(AuthError::TenantUninstalled);
                     }
                 }
-                Ok(()) => return Ok((token.into_verified(), tenant)),
+                Ok(()) => return Ok((token.into_issuer(), tenant)),
             }
         }
     }

@@ -33,13 +33,13 @@ pub async fn webhook(
     // a buffer.
     let token = token_of(&parts).ok_or(AuthError::MissingToken)?;
     let target = request_target(&parts);
-    let (verified, tenant) = connect
+    let (issuer, tenant) = connect
         .secrets
         .verify(
             &token,
             RequestTarget {
                 method: parts.method.as_str(),
-                target: &target,
+                target,
                 base_path: &app.base_path,
             },
             Uninstalled::Refuse,
@@ -57,13 +57,8 @@ pub async fn webhook(
         JsonBody::Object { subject } => subject,
         JsonBody::NotObject => return Err(Rejection::MalformedBody("not a JSON object".into())),
     };
-    let envelope = Envelope::new(
-        EventKind::Webhook(event.clone()),
-        &verified.issuer,
-        &tenant.base_url,
-        body,
-    )
-    .with_subject(subject);
+    let envelope = Envelope::new(EventKind::Webhook(event), &issuer, &tenant.base_url, body)
+        .with_subject(subject);
     app.publish(&envelope).await?;
     Ok(accepted(&envelope))
 }

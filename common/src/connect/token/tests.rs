@@ -213,7 +213,7 @@ async fn outbound_tokens_verify_on_the_other_side() {
     .expect("sign");
     let parsed = UnverifiedToken::parse(&token).expect("parses");
     assert_eq!(parsed.issuer(), "com.example.app");
-    assert_eq!(parsed.claim("aud"), Some(&json!(["tenant-a"])));
+    assert_eq!(parsed.claim("aud"), Some(json!(["tenant-a"])));
     parsed
         .verify_hs256(
             &SharedSecret::new(SECRET),
@@ -243,6 +243,197 @@ fn secrets_never_print() {
     assert_eq!(
         format!("{:?}", SharedSecret::new(SECRET)),
         "SharedSecret(<redacted>)"
+    );
+}
+
+/// What `parse` read from a token, or why it refused it.
+type Parsed = Result<
+    (
+        String,
+        Option<String>,
+        String,
+        Option<f64>,
+        Option<f64>,
+        Option<String>,
+    ),
+    &'static str,
+>;
+
+/// `parse` as it was when it built `Value` maps of the header and the claims: the one-pass
+/// reader must accept and refuse the same segments and see the same claims.
+fn parsed_through_value_maps(header: &[u8], payload: &[u8]) -> Parsed {
+    let object = |bytes: &[u8]| match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err("segment is not a JSON object"),
+    };
+    let header = object(header)?;
+    let claims = object(payload)?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or("header has no alg")?
+        .to_string();
+    let kid = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err("kid is not a string"),
+    };
+    let issuer = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .filter(|iss| !iss.is_empty())
+        .ok_or("no iss claim")?
+        .to_string();
+    if !is_plausible_identifier(&issuer) {
+        return Err("iss is not a plausible clientKey");
+    }
+    if !claims.get("exp").is_some_and(Value::is_number) {
+        return Err("no numeric exp claim");
+    }
+    Ok((
+        alg,
+        kid,
+        issuer,
+        claims.get("exp").and_then(Value::as_f64),
+        claims.get("iat").and_then(Value::as_f64),
+        claims
+            .get("qsh")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    ))
+}
+
+fn parsed_in_one_pass(header: &[u8], payload: &[u8]) -> Parsed {
+    let raw = format!(
+        "{}.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    match UnverifiedToken::parse(&raw) {
+        Ok(token) => Ok((
+            token.alg,
+            token.kid,
+            token.issuer,
+            token.claims.exp,
+            token.claims.iat,
+            token.claims.qsh,
+        )),
+        Err(AuthError::Malformed(why)) => Err(why),
+        Err(other) => panic!("parse answered {other:?}"),
+    }
+}
+
+#[test]
+fn one_pass_tokens_match_value_parsing() {
+    let deep = format!(
+        "{{\"iss\":\"t\",\"exp\":1,\"x\":{}{}}}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let good_header: &[u8] = br#"{"alg":"HS256","typ":"JWT"}"#;
+    let good_claims: &[u8] = br#"{"iss":"tenant-a","iat":1,"exp":2,"qsh":"abc","context":{}}"#;
+    let headers: Vec<&[u8]> = vec![
+        good_header,
+        br#"{"alg":"HS256","kid":null}"#,
+        br#"{"alg":"RS256","kid":"k-1"}"#,
+        br#"{"alg":"HS256","kid":5}"#,
+        br#"{"alg":"HS256","kid":{"a":1}}"#,
+        br#"{"alg":"HS256","kid":"a","kid":null}"#,
+        br#"{"alg":1}"#,
+        br#"{"alg":"none","alg":"HS256"}"#,
+        br#"{"alg":"HS256","alg":["HS256"]}"#,
+        br#"{"a\u006cg":"HS\u0032\u0035\u0036"}"#,
+        br#"{"alg":"HS256","x":1e400}"#,
+        br#"{"alg":"HS256","x":"\ud800"}"#,
+        b"{\"alg\":\"HS256\",\"x\":\"\xff\"}",
+        br#"{"alg":"HS256"} x"#,
+        br#"{}"#,
+        br#"[]"#,
+        br#""HS256""#,
+        b"",
+    ];
+    let claims: Vec<&[u8]> = vec![
+        good_claims,
+        br#"{"exp":2}"#,
+        br#"{"iss":7,"exp":2}"#,
+        br#"{"iss":"","exp":2}"#,
+        br#"{"iss":"a\u0000b","exp":2}"#,
+        br#"{"iss":"a","iss":"b","exp":2}"#,
+        br#"{"iss":"a","iss":null,"exp":2}"#,
+        br#"{"iss":"a","exp":"2"}"#,
+        br#"{"iss":"a","exp":2.75,"iat":-1}"#,
+        br#"{"iss":"a","exp":18446744073709551615}"#,
+        br#"{"iss":"a","exp":2,"exp":{}}"#,
+        br#"{"iss":"a","exp":{},"exp":3}"#,
+        br#"{"iss":"a","exp":2,"iat":"1","qsh":5}"#,
+        br#"{"iss":"a","exp":2,"qsh":"x","qsh":"y"}"#,
+        br#"{"iss":"a","exp":2,"context":{"u":[1,{"v":null}]}}"#,
+        br#"{"iss":"a","exp":2,"n":1e400}"#,
+        br#"{"iss":"a","exp":2,"s":"\udc00"}"#,
+        br#"{"iss":"a","exp":2,}"#,
+        deep.as_bytes(),
+        br#"["iss"]"#,
+        b"null",
+    ];
+    for header in &headers {
+        let expected = parsed_through_value_maps(header, good_claims);
+        let got = parsed_in_one_pass(header, good_claims);
+        assert_eq!(got, expected, "header {}", String::from_utf8_lossy(header));
+    }
+    for payload in &claims {
+        let expected = parsed_through_value_maps(good_header, payload);
+        let got = parsed_in_one_pass(good_header, payload);
+        assert_eq!(got, expected, "claims {}", String::from_utf8_lossy(payload));
+    }
+}
+
+/// The HMAC is checked without `jsonwebtoken` on the webhook path: whatever it accepts or
+/// refuses, the library's check answers the same.
+#[test]
+fn the_keyed_hmac_agrees_with_jsonwebtoken() {
+    let good = sign_from_confluence("tenant-a", SECRET, WEBHOOK, now_unix(), 180);
+    let (unsigned, signature) = good.rsplit_once('.').expect("three segments");
+    let mut flipped = signature.as_bytes().to_vec();
+    flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).expect("ascii");
+    let candidates = [
+        good.clone(),
+        format!("{unsigned}.{flipped}"),
+        format!("{unsigned}."),
+        format!("{unsigned}.{signature}="),
+        format!("{unsigned}.{}", &signature[..signature.len() - 2]),
+        format!("{unsigned}.not*base64"),
+        format!("{unsigned}=.{signature}"),
+        {
+            let (header, payload) = unsigned.split_once('.').expect("two segments");
+            format!("{header}=.{payload}.{signature}")
+        },
+        sign_from_confluence("tenant-a", "another-secret", WEBHOOK, now_unix(), 180),
+    ];
+    let secret = SharedSecret::new(SECRET);
+    let key = Hs256Key::new(&secret);
+    for raw in &candidates {
+        let token = UnverifiedToken::parse(raw).expect("parses");
+        let keyed = token
+            .check_hs256_keyed(&key, WEBHOOK, QshPolicy::RequestOnly, now_unix(), 30)
+            .map_err(|e| e.code());
+        let library = token
+            .verify_signature(
+                &DecodingKey::from_secret(SECRET.as_bytes()),
+                Algorithm::HS256,
+            )
+            .and_then(|()| {
+                token.verify_time_and_qsh(WEBHOOK, QshPolicy::RequestOnly, now_unix(), 30)
+            })
+            .map(|_| ())
+            .map_err(|e| e.code());
+        assert_eq!(keyed, library, "{raw}");
+    }
+    assert!(
+        UnverifiedToken::parse(&good)
+            .expect("parses")
+            .check_hs256_keyed(&key, WEBHOOK, QshPolicy::RequestOnly, now_unix(), 30)
+            .is_ok()
     );
 }
 
