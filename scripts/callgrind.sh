@@ -92,11 +92,12 @@ top() {
     /^calls=/ { skip = 1; next }
     /^[0-9+*-]/ { if (skip) { skip = 0; next }; n = split($0, a, " "); self[cur] += a[n]; next }
     END { for (k in self) printf "%d %s\n", self[k], name[k] }' "$dump" |
-    sort -rn | head -n "$TOP" |
-    awk -v total="$total" '{c = $1; $1 = ""; printf "   %12d (%5.2f%%) %s\n", c, 100 * c / total, $0}'
+    sort -rn |
+    awk -v total="$total" -v top="$TOP" 'NR <= top {c = $1; $1 = ""; printf "   %12d (%5.2f%%) %s\n", c, 100 * c / total, $0}'
   echo "  inclusive:"
+  # Each reader reads to the end: a writer cut off early fails the pipeline (pipefail).
   callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$dump" 2>/dev/null |
-    awk -v top="$TOP" '/file:function|Function:file summary/ {f = 1; next} f && /^ *[0-9]/ {print "   " $0; if (++n == top) exit}'
+    awk -v top="$TOP" '/file:function|Function:file summary/ {f = 1; next} f && /^ *[0-9]/ && n < top {print "   " $0; n++}'
 }
 
 # Waits until `metric` on `url` has not moved for 3 s; prints its value.
