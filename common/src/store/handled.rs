@@ -135,33 +135,19 @@ impl HandlerStore {
             return Ok(found);
         }
         for events in event_ids.chunks(MAX_IDS_PER_QUERY) {
-            let rows: Vec<(String, String)> = match &self.db {
-                // Two arrays, whatever the batch's size: one statement that stays prepared,
-                // and no parameter per id to encode.
-                Database::Postgres(pool) => {
-                    sqlx::query_as(
-                        "SELECT handler, event_id FROM handled_events \
-                         WHERE handler = ANY($1) AND event_id = ANY($2)",
-                    )
-                    .bind(handlers)
-                    .bind(events)
-                    .fetch_all(pool)
-                    .await?
+            let query = format!(
+                "SELECT handler, event_id FROM handled_events \
+                 WHERE handler IN ({}) AND event_id IN ({})",
+                placeholders(1, handlers.len()),
+                placeholders(handlers.len() + 1, events.len()),
+            );
+            let rows: Vec<(String, String)> = with_database!(&self.db, |pool, _sql| {
+                let mut select = sqlx::query_as(&query);
+                for value in handlers.iter().chain(events) {
+                    select = select.bind(*value);
                 }
-                Database::Sqlite(pool) => {
-                    let query = format!(
-                        "SELECT handler, event_id FROM handled_events \
-                         WHERE handler IN ({}) AND event_id IN ({})",
-                        placeholders(1, handlers.len()),
-                        placeholders(handlers.len() + 1, events.len()),
-                    );
-                    let mut select = sqlx::query_as(&query);
-                    for value in handlers.iter().chain(events) {
-                        select = select.bind(*value);
-                    }
-                    select.fetch_all(pool).await?
-                }
-            };
+                select.fetch_all(pool).await?
+            });
             for (handler, event_id) in rows {
                 found.by_event.entry(event_id).or_default().insert(handler);
             }
