@@ -8,9 +8,15 @@
 #   scripts/callgrind.sh                    # processor, ingest and the bare baseline
 #   ONLY=processor scripts/callgrind.sh     # one of: processor, ingest, bare
 #
-# Settings: EVENTS (measured events or requests, 2000), WARMUP (500), ADMIN_DATABASE_URL,
-# BIN_DIR (binaries built already: no build; e.g. to compare two builds), KEEP_DUMPS (a
-# folder to copy the callgrind dumps to).
+# Settings: EVENTS (measured events or requests, 2000), WARMUP (500), RATE (offered load per
+# second, 200), ADMIN_DATABASE_URL, BIN_DIR (binaries built already: no build; e.g. to
+# compare two builds), and LINE_TABLES=1 to build the release binaries with line tables
+# (`CARGO_PROFILE_RELEASE_DEBUG=line-tables-only`): without them the optimiser's inlining
+# leaves callgrind a few functions to charge everything to; with them it names the inlined
+# functions too. The counts are of the same code either way. Prints the functions that
+# executed the most instructions themselves and, inclusive of what they called, the ones
+# under which the most ran (TOP of each, 25); KEEP_DUMPS=DIR copies each service's dump
+# there for `callgrind_annotate` or KCachegrind.
 # Needs valgrind (Debian: apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +26,8 @@ WARMUP="${WARMUP:-500}"
 ONLY="${ONLY:-all}"
 ADMIN_DATABASE_URL="${ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
+if [ "${LINE_TABLES:-0}" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only; fi
+TOP="${TOP:-25}"
 BIN="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"
 PIDS=()
@@ -65,16 +73,35 @@ keep_dump() { [ -z "${KEEP_DUMPS:-}" ] || { mkdir -p "$KEEP_DUMPS"; cp "$(newest
 instructions() {
   callgrind_annotate "$(newest_dump "$1")" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
 }
-# The functions that executed the most instructions themselves: where the time goes.
-# callgrind_annotate stops at 99% of the total by default, and lists the threads' entry
-# points (clone, start_thread, the runtime's loops) as if they cost everything below them:
-# every function is listed, and rows over half the total, which only those can reach, are
-# left out.
+# The functions that executed the most instructions themselves (where the time goes), then
+# those under which the most ran, callees included (which path it goes on). The first list
+# is summed from the dump itself, per function name: callgrind_annotate charges code inlined
+# from another file to that file, and some versions list thread entry points with their
+# callees' cost as their own.
 top() {
-  callgrind_annotate --inclusive=no --auto=no --threshold=100 "$(newest_dump "$1")" 2>/dev/null |
-    awk '/file:function|Function:file summary/ {f = 1; next}
-      f && /^ *[0-9]/ {p = $2; gsub(/[(%)]/, "", p); if (p + 0 >= 50) next; print "   " $0; if (++n == 25) exit}'
+  local dump total
+  dump="$(newest_dump "$1")"
+  total=$(instructions "$1")
+  echo "  self:"
+  awk '
+    /^c?fn=/ {
+      s = $0; sub(/^c?fn=/, "", s); id = s
+      if (match(s, /^\([0-9]+\)/)) { id = substr(s, 1, RLENGTH); rest = substr(s, RLENGTH + 2); if (rest != "") name[id] = rest }
+      else name[id] = s
+      if ($0 ~ /^fn=/) cur = id
+      next
+    }
+    /^calls=/ { skip = 1; next }
+    /^[0-9+*-]/ { if (skip) { skip = 0; next }; n = split($0, a, " "); self[cur] += a[n]; next }
+    END { for (k in self) printf "%d %s\n", self[k], name[k] }' "$dump" |
+    sort -rn |
+    awk -v total="$total" -v top="$TOP" 'NR <= top {c = $1; $1 = ""; printf "   %12d (%5.2f%%) %s\n", c, 100 * c / total, $0}'
+  echo "  inclusive:"
+  # Each reader reads to the end: a writer cut off early fails the pipeline (pipefail).
+  callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$dump" 2>/dev/null |
+    awk -v top="$TOP" '/file:function|Function:file summary/ {f = 1; next} f && /^ *[0-9]/ && n < top {print "   " $0; n++}'
 }
+
 # Waits until `metric` on `url` has not moved for 3 s; prints its value.
 settled() {
   local last=-1 now idle=0

@@ -1,10 +1,12 @@
 //! One consumed event as handlers see it: metadata, raw body and typed entities.
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tributary_common::connect::LifecycleEventType;
-use tributary_common::envelope::{Envelope, EventKind};
+use tributary_common::envelope::{Envelope, EventKind, read_object_subject};
 
 use crate::forge_payload;
 use crate::handler::HandlerError;
@@ -30,7 +32,9 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub struct Event {
     envelope: Envelope,
-    json: Value,
+    /// The body as a tree, built on first use: the runtime itself needs only the envelope,
+    /// and many handlers never read the body.
+    json: OnceLock<Value>,
     origin: Origin,
     replayed: bool,
 }
@@ -38,10 +42,12 @@ pub struct Event {
 impl Event {
     /// The event of a decoded envelope; fails when its body is not JSON.
     pub fn new(envelope: Envelope, origin: Origin) -> Result<Event, serde_json::Error> {
-        let json = serde_json::from_slice(&envelope.data)?;
+        // Checked now, as a `Value` parse would check it, so a body that is not JSON is
+        // still refused here rather than failing a handler later.
+        read_object_subject(&envelope.data)?;
         Ok(Event {
             envelope,
-            json,
+            json: OnceLock::new(),
             origin,
             replayed: false,
         })
@@ -127,12 +133,15 @@ impl Event {
     }
 
     pub fn json(&self) -> &Value {
-        &self.json
+        // `new` checked the body with the same parser, so this parse does not fail; were it
+        // to, the handler sees `null` rather than the runtime panicking.
+        self.json
+            .get_or_init(|| serde_json::from_slice(&self.envelope.data).unwrap_or(Value::Null))
     }
 
     /// The body as a type of the handler's own; a mismatch is a permanent failure.
     pub fn body<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        T::deserialize(&self.json).map_err(HandlerError::permanent)
+        T::deserialize(self.json()).map_err(HandlerError::permanent)
     }
 
     /// The acting user (`userAccountId`; Forge's `atlassianId`).
@@ -141,19 +150,19 @@ impl Event {
             EventSource::Connect => "userAccountId",
             EventSource::Forge => "atlassianId",
         };
-        self.json.get(field).and_then(Value::as_str)
+        self.json().get(field).and_then(Value::as_str)
     }
 
     /// When Confluence says it happened, epoch milliseconds.
     pub fn timestamp_millis(&self) -> Option<i64> {
-        self.json.get("timestamp").and_then(Value::as_i64)
+        self.json().get("timestamp").and_then(Value::as_i64)
     }
 
     /// The page: Connect's `page`, or Forge's `content` when it is a page.
     pub fn page(&self) -> Option<Content> {
         match self.source() {
             EventSource::Connect => self.entity("page"),
-            EventSource::Forge => forge_payload::content(&self.json, Some("page")),
+            EventSource::Forge => forge_payload::content(self.json(), Some("page")),
         }
     }
 
@@ -161,14 +170,14 @@ impl Event {
     pub fn blog(&self) -> Option<Content> {
         match self.source() {
             EventSource::Connect => self.entity("blog"),
-            EventSource::Forge => forge_payload::content(&self.json, Some("blogpost")),
+            EventSource::Forge => forge_payload::content(self.json(), Some("blogpost")),
         }
     }
 
     pub fn content(&self) -> Option<Content> {
         match self.source() {
             EventSource::Connect => self.entity("content"),
-            EventSource::Forge => forge_payload::content(&self.json, None),
+            EventSource::Forge => forge_payload::content(self.json(), None),
         }
     }
 
@@ -184,7 +193,7 @@ impl Event {
     pub fn space(&self) -> Option<Space> {
         match self.source() {
             EventSource::Connect => self.entity("space"),
-            EventSource::Forge => forge_payload::space(&self.json),
+            EventSource::Forge => forge_payload::space(self.json()),
         }
     }
 
@@ -197,7 +206,7 @@ impl Event {
     }
 
     fn entity<T: DeserializeOwned>(&self, field: &str) -> Option<T> {
-        self.json.get(field).and_then(|v| T::deserialize(v).ok())
+        self.json().get(field).and_then(|v| T::deserialize(v).ok())
     }
 }
 
@@ -283,6 +292,27 @@ mod tests {
         .expect("json");
         assert_eq!(connect.source(), EventSource::Connect);
         assert_eq!(connect.forge_name(), None);
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_refused_when_decoded_not_when_read() {
+        let bodies: [&[u8]; 4] = [
+            b"{\"page\": ",
+            b"not json",
+            b"{\"a\": \"\\ud800\"}",
+            b"1e400",
+        ];
+        for body in bodies {
+            let envelope = Envelope::new(
+                EventKind::Webhook("page_created".into()),
+                "tenant-1",
+                "https://acme.atlassian.net/wiki",
+                bytes::Bytes::copy_from_slice(body),
+            );
+            let expected = serde_json::from_slice::<Value>(body).expect_err("not JSON");
+            let refused = Event::new(envelope, origin()).expect_err("refused");
+            assert_eq!(refused.to_string(), expected.to_string());
+        }
     }
 
     fn read_everything(event: &Event) {

@@ -198,39 +198,21 @@ impl HandlerStore {
         }
         with_database!(&self.db, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin_write).await?;
-            let mut inserted: HashSet<(String, String)> = HashSet::new();
+            let mut rows: Vec<(String, String)> = Vec::new();
             for chunk in runs.chunks(ROWS_PER_INSERT) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("({})", placeholders(i * 7 + 1, 7)))
-                    .collect();
-                let statement = format!(
-                    "INSERT INTO handled_events \
-                     (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
-                     VALUES {} ON CONFLICT DO NOTHING RETURNING handler, event_id",
-                    rows.join(", ")
-                );
-                let mut insert = sqlx::query_as::<_, (String, String)>(&statement);
-                for run in chunk {
-                    let event = &run.event;
-                    insert = insert
-                        .bind(event.handler)
-                        .bind(event.event_id)
-                        .bind(event.client_key)
-                        .bind(event.event_type)
-                        .bind(event.topic)
-                        .bind(event.partition)
-                        .bind(event.offset);
-                }
-                inserted.extend(insert.fetch_all(&mut *tx).await?);
+                rows.extend(InsertRecords::insert_records(&mut *tx, chunk).await?);
             }
+            let mut inserted: HashSet<(&str, &str)> = rows
+                .iter()
+                .map(|(handler, event_id)| (handler.as_str(), event_id.as_str()))
+                .collect();
 
             // Which runs count, and the last change of each (tenant, key) among them.
             let mut recorded = Vec::with_capacity(runs.len());
             let mut changes: BTreeMap<(&str, &str), Option<&Value>> = BTreeMap::new();
             for run in runs {
                 let event = &run.event;
-                let counts =
-                    inserted.remove(&(event.handler.to_string(), event.event_id.to_string()));
+                let counts = inserted.remove(&(event.handler, event.event_id));
                 if counts {
                     for (key, change) in &run.writes.changes {
                         changes.insert((event.client_key, key.as_str()), change.as_ref());
@@ -321,5 +303,75 @@ impl HandlerStore {
                 .rows_affected()
         });
         Ok(deleted)
+    }
+}
+
+/// Inserting a chunk of handled-event records, returning the (handler, event id) of those
+/// that were new, in each backend's cheapest form.
+trait InsertRecords {
+    async fn insert_records(
+        &mut self,
+        runs: &[HandlerRun<'_>],
+    ) -> Result<Vec<(String, String)>, sqlx::Error>;
+}
+
+impl InsertRecords for sqlx::PgConnection {
+    /// Seven arrays rather than seven parameters per record: one statement whatever the
+    /// chunk's size, so it stays prepared, and seven values to encode instead of 7 x N.
+    async fn insert_records<'a>(
+        &mut self,
+        runs: &[HandlerRun<'a>],
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let column = |f: fn(HandledEvent<'a>) -> &'a str| -> Vec<&'a str> {
+            runs.iter().map(|run| f(run.event)).collect()
+        };
+        let partitions: Vec<i32> = runs.iter().map(|run| run.event.partition).collect();
+        let offsets: Vec<i64> = runs.iter().map(|run| run.event.offset).collect();
+        sqlx::query_as(
+            "INSERT INTO handled_events \
+             (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                  $6::int4[], $7::int8[]) \
+             ON CONFLICT DO NOTHING RETURNING handler, event_id",
+        )
+        .bind(column(|e| e.handler))
+        .bind(column(|e| e.event_id))
+        .bind(column(|e| e.client_key))
+        .bind(column(|e| e.event_type))
+        .bind(column(|e| e.topic))
+        .bind(partitions)
+        .bind(offsets)
+        .fetch_all(self)
+        .await
+    }
+}
+
+impl InsertRecords for sqlx::SqliteConnection {
+    async fn insert_records(
+        &mut self,
+        runs: &[HandlerRun<'_>],
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let rows: Vec<String> = (0..runs.len())
+            .map(|i| format!("({})", placeholders(i * 7 + 1, 7)))
+            .collect();
+        let statement = format!(
+            "INSERT INTO handled_events \
+             (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
+             VALUES {} ON CONFLICT DO NOTHING RETURNING handler, event_id",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query_as::<_, (String, String)>(&statement);
+        for run in runs {
+            let event = &run.event;
+            insert = insert
+                .bind(event.handler)
+                .bind(event.event_id)
+                .bind(event.client_key)
+                .bind(event.event_type)
+                .bind(event.topic)
+                .bind(event.partition)
+                .bind(event.offset);
+        }
+        insert.fetch_all(self).await
     }
 }

@@ -1,38 +1,77 @@
 //! Which offset of a partition may be committed: never past an event that is not finished.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Offsets of one partition assignment. Events finish out of order (different keys run
 /// concurrently); the commit point is the first unfinished offset.
+///
+/// Offsets arrive in increasing order, so they are kept in a queue in that order, each with
+/// whether it finished: receiving appends, finishing marks, and the commit point is the
+/// front once finished ones are taken off it. Nothing is allocated per offset once the
+/// queue has grown to the partition's backlog.
 #[derive(Debug)]
 pub(crate) struct PartitionOffsets {
     pub generation: u64,
-    pending: BTreeSet<i64>,
+    /// Received offsets in increasing order, each with whether it finished; the front is
+    /// never finished.
+    pending: VecDeque<(i64, bool)>,
+    /// How many entries of `pending` finished (they wait behind an unfinished one).
+    finished_behind: usize,
     /// Highest offset received, plus one.
     next: Option<i64>,
     stored: Option<i64>,
 }
 
+/// Finished entries kept behind an unfinished one before they are swept out: a key held up
+/// by retries must not let its partition's queue grow with everything finished after it.
+const SWEEP_AFTER: usize = 1024;
+
 impl PartitionOffsets {
     fn new(generation: u64) -> Self {
         PartitionOffsets {
             generation,
-            pending: BTreeSet::new(),
+            pending: VecDeque::new(),
+            finished_behind: 0,
             next: None,
             stored: None,
         }
     }
 
     pub fn received(&mut self, offset: i64) {
-        self.pending.insert(offset);
+        match self.pending.back() {
+            None => self.pending.push_back((offset, false)),
+            Some(&(last, _)) if last < offset => self.pending.push_back((offset, false)),
+            // Out of order (not how a partition is read, but not to be lost either).
+            Some(_) => match self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+                Ok(at) => {
+                    if std::mem::replace(&mut self.pending[at].1, false) {
+                        self.finished_behind -= 1;
+                    }
+                }
+                Err(at) => self.pending.insert(at, (offset, false)),
+            },
+        }
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
     /// Marks `offset` finished; the new commit point (the offset to resume from) when it
     /// moved forward.
     pub fn finished(&mut self, offset: i64) -> Option<i64> {
-        self.pending.remove(&offset);
-        let point = self.pending.first().copied().or(self.next)?;
+        if let Ok(at) = self.pending.binary_search_by_key(&offset, |&(o, _)| o)
+            && !self.pending[at].1
+        {
+            self.pending[at].1 = true;
+            self.finished_behind += 1;
+        }
+        while let Some(&(_, true)) = self.pending.front() {
+            self.pending.pop_front();
+            self.finished_behind -= 1;
+        }
+        if self.finished_behind > SWEEP_AFTER && self.finished_behind * 2 > self.pending.len() {
+            self.pending.retain(|&(_, finished)| !finished);
+            self.finished_behind = 0;
+        }
+        let point = self.pending.front().map(|&(o, _)| o).or(self.next)?;
         if self.stored.is_some_and(|stored| stored >= point) {
             return None;
         }
@@ -142,6 +181,41 @@ mod tests {
         assert_eq!(p.finished(10), Some(13));
         assert_eq!(p.finished(14), None, "13 still running");
         assert_eq!(p.finished(13), Some(15));
+    }
+
+    /// The same answers as a set of unfinished offsets, whatever the order of events.
+    #[test]
+    fn commit_point_matches_a_set_of_unfinished_offsets() {
+        use proptest::prelude::*;
+        proptest!(|(steps in proptest::collection::vec((0i64..3000, any::<bool>()), 1..4000))| {
+            let mut p = PartitionOffsets::new(1);
+            let mut model: BTreeSet<i64> = BTreeSet::new();
+            let mut next = None::<i64>;
+            let mut stored = None::<i64>;
+            let mut received = 0;
+            for (pick, receive) in steps {
+                if receive || model.is_empty() {
+                    // Mostly in order, now and then one from before.
+                    let offset = if pick % 7 == 0 { pick } else { received };
+                    received += 1;
+                    p.received(offset);
+                    model.insert(offset);
+                    next = Some(next.map_or(offset + 1, |n: i64| n.max(offset + 1)));
+                } else {
+                    let offset = *model.iter().nth(pick as usize % model.len()).unwrap_or(&0);
+                    model.remove(&offset);
+                    let point = model.first().copied().or(next);
+                    let expected = match point {
+                        Some(point) if stored.is_none_or(|s| s < point) => {
+                            stored = Some(point);
+                            Some(point)
+                        }
+                        _ => None,
+                    };
+                    prop_assert_eq!(p.finished(offset), expected);
+                }
+            }
+        });
     }
 
     #[test]
