@@ -185,5 +185,4 @@ if [ "$ONLY" = all ] || [ "$ONLY" = processor ]; then
   ir=$(instructions processor)
   echo "processor (built-in log handler): $((ir / n)) instructions per event ($ir for $n events)"
   top processor
-  keep_dump processor
 fi
