@@ -5,17 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde_json::json;
-use tributary_common::envelope::{Envelope, EventKind, subject_of};
-use tributary_common::forge::SystemToken;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{ForgeStore, InvocationRecord, site_tenant_key};
-use tributary_devkit::confluence::{Caller, Simulator, SimulatorSettings, Verdict};
-use tributary_devkit::test_keyring;
+use tributary_devkit::confluence::{Caller, Verdict};
 use tributary_processor::{Context, EventSource, HandlerError, Processor};
 
-use crate::support::{Harness, handled_count, wait_for};
+use crate::support::{Harness, forge_site_with_a_page_event, handled_count, wait_for};
 
 const CLOUD_ID: &str = "c10d0000-0000-4000-8000-0000000000e2";
 const SYSTEM_TOKEN: &str = "system-token-of-the-installation";
@@ -24,44 +18,8 @@ const SYSTEM_TOKEN: &str = "system-token-of-the-installation";
 async fn a_forge_page_event_reaches_a_page_created_handler_that_calls_back_with_the_bearer() {
     let harness = Harness::start(1).await;
     let stop = Shutdown::new();
-    let confluence = Simulator::start(
-        SimulatorSettings::new("com.example.tributary"),
-        stop.clone(),
-    )
-    .await
-    .expect("simulated Confluence");
-    let tenant_key = site_tenant_key(CLOUD_ID);
-    confluence.register_forge(CLOUD_ID, SYSTEM_TOKEN, &tenant_key);
-    confluence.add_page(&tenant_key, "42", "7", "Home");
-    let api_base_url = format!("{}/ex/confluence/{CLOUD_ID}", confluence.forge_api_origin());
-    let installations = ForgeStore::new(harness.pool(), test_keyring());
-    installations
-        .record_invocation(
-            &InvocationRecord {
-                installation_id: "ari:cloud:ecosystem::installation/e2e",
-                cloud_id: Some(CLOUD_ID),
-                api_base_url: &api_base_url,
-                app_id: "ari:cloud:ecosystem::app/6a1b8ac2-4f5e-4a2b-9c47-2f9f8e7d6c5b",
-                environment_type: Some("PRODUCTION"),
-            },
-            Some((&SystemToken::new(SYSTEM_TOKEN), i64::MAX / 2)),
-        )
-        .await
-        .expect("installation recorded");
-
-    let body = json!({
-        "eventType": "avi:confluence:created:page",
-        "atlassianId": "557058:forge",
-        "content": {"id": "42", "type": "page", "title": "Home", "space": {"id": 7, "key": "DEV"}},
-    });
-    let event = Envelope::new(
-        EventKind::Forge("avi:confluence:created:page".into()),
-        &tenant_key,
-        &api_base_url,
-        Bytes::from(body.to_string()),
-    )
-    .with_subject(subject_of(&body));
-    harness.publish(&[event]).await;
+    let (confluence, tenant_key) =
+        forge_site_with_a_page_event(&harness, &stop, CLOUD_ID, SYSTEM_TOKEN).await;
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();

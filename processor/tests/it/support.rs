@@ -8,14 +8,17 @@ use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tributary_common::Config;
-use tributary_common::envelope::{Envelope, EventKind};
+use tributary_common::envelope::{Envelope, EventKind, subject_of};
+use tributary_common::forge::SystemToken;
 use tributary_common::kafka::envelope_headers;
 use tributary_common::shutdown::Shutdown;
-use tributary_devkit::{MockKafka, TestDatabase, test_secret_key_base64};
+use tributary_common::store::{ForgeStore, InvocationRecord, site_tenant_key};
+use tributary_devkit::confluence::{Simulator, SimulatorSettings};
+use tributary_devkit::{MockKafka, TestDatabase, test_keyring, test_secret_key_base64};
 use tributary_processor::{ProcessorBuilder, ProcessorError, ProcessorStatus};
 
 pub const TOPIC: &str = "events";
@@ -220,3 +223,52 @@ pub async fn handled_count(pool: &PgPool, handler: &str) -> i64 {
 }
 
 pub use tributary_devkit::kafka::header_text as header;
+
+/// A simulated Forge site `cloud_id` with page 42 in space 7, its installation (app system
+/// token `system_token`) recorded, and a `page_created` Forge event for page 42 published.
+/// The site and the tenant key the installation is known by.
+pub async fn forge_site_with_a_page_event(
+    harness: &Harness,
+    stop: &Shutdown,
+    cloud_id: &str,
+    system_token: &str,
+) -> (Simulator, String) {
+    let confluence = Simulator::start(
+        SimulatorSettings::new("com.example.tributary"),
+        stop.clone(),
+    )
+    .await
+    .expect("simulated Confluence");
+    let tenant_key = site_tenant_key(cloud_id);
+    confluence.register_forge(cloud_id, system_token, &tenant_key);
+    confluence.add_page(&tenant_key, "42", "7", "Home");
+    let api_base_url = format!("{}/ex/confluence/{cloud_id}", confluence.forge_api_origin());
+    let installation_id = format!("ari:cloud:ecosystem::installation/{cloud_id}");
+    ForgeStore::new(harness.pool(), test_keyring())
+        .record_invocation(
+            &InvocationRecord {
+                installation_id: &installation_id,
+                cloud_id: Some(cloud_id),
+                api_base_url: &api_base_url,
+                app_id: "ari:cloud:ecosystem::app/6a1b8ac2-4f5e-4a2b-9c47-2f9f8e7d6c5b",
+                environment_type: Some("PRODUCTION"),
+            },
+            Some((&SystemToken::new(system_token), i64::MAX / 2)),
+        )
+        .await
+        .expect("installation recorded");
+    let body = json!({
+        "eventType": "avi:confluence:created:page",
+        "atlassianId": "557058:forge",
+        "content": {"id": "42", "type": "page", "title": "Home", "space": {"id": 7, "key": "DEV"}},
+    });
+    let event = Envelope::new(
+        EventKind::Forge("avi:confluence:created:page".into()),
+        &tenant_key,
+        &api_base_url,
+        Bytes::from(body.to_string()),
+    )
+    .with_subject(subject_of(&body));
+    harness.publish(&[event]).await;
+    (confluence, tenant_key)
+}

@@ -5,65 +5,22 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::json;
-use tributary_common::envelope::{Envelope, EventKind, subject_of};
-use tributary_common::forge::SystemToken;
 use tributary_common::shutdown::Shutdown;
-use tributary_common::store::{ForgeStore, InvocationRecord, site_tenant_key};
-use tributary_devkit::confluence::{Fault, FaultSpan, Simulator, SimulatorSettings};
-use tributary_devkit::test_keyring;
+use tributary_devkit::confluence::{Fault, FaultSpan, Simulator};
 use tributary_processor::confluence::ApiRequest;
 use tributary_processor::dlq::header;
 use tributary_processor::{Context, HandlerError, Processor};
 
-use crate::support::{Harness, handled_count, wait_for};
+use crate::support::{Harness, forge_site_with_a_page_event, handled_count, wait_for};
 
 const CLOUD_ID: &str = "c10d0000-0000-4000-8000-0000000000e3";
 const SYSTEM_TOKEN: &str = "system-token-of-the-writing-installation";
 /// Longer than the client's request timeout in [`settings`].
 const LATE: Duration = Duration::from_secs(2);
 
-/// A simulated Forge site with page 42, its installation recorded, and a page_created
-/// event for page 42 published.
 async fn site_with_an_event(harness: &Harness, stop: &Shutdown) -> (Simulator, String) {
-    let confluence = Simulator::start(
-        SimulatorSettings::new("com.example.tributary"),
-        stop.clone(),
-    )
-    .await
-    .expect("simulated Confluence");
-    let tenant_key = site_tenant_key(CLOUD_ID);
-    confluence.register_forge(CLOUD_ID, SYSTEM_TOKEN, &tenant_key);
-    confluence.add_page(&tenant_key, "42", "7", "Home");
-    let api_base_url = format!("{}/ex/confluence/{CLOUD_ID}", confluence.forge_api_origin());
-    ForgeStore::new(harness.pool(), test_keyring())
-        .record_invocation(
-            &InvocationRecord {
-                installation_id: "ari:cloud:ecosystem::installation/writes",
-                cloud_id: Some(CLOUD_ID),
-                api_base_url: &api_base_url,
-                app_id: "ari:cloud:ecosystem::app/6a1b8ac2-4f5e-4a2b-9c47-2f9f8e7d6c5b",
-                environment_type: Some("PRODUCTION"),
-            },
-            Some((&SystemToken::new(SYSTEM_TOKEN), i64::MAX / 2)),
-        )
-        .await
-        .expect("installation recorded");
-    let body = json!({
-        "eventType": "avi:confluence:created:page",
-        "atlassianId": "557058:forge",
-        "content": {"id": "42", "type": "page", "title": "Home", "space": {"id": 7, "key": "DEV"}},
-    });
-    let event = Envelope::new(
-        EventKind::Forge("avi:confluence:created:page".into()),
-        &tenant_key,
-        &api_base_url,
-        Bytes::from(body.to_string()),
-    )
-    .with_subject(subject_of(&body));
-    harness.publish(&[event]).await;
-    (confluence, tenant_key)
+    forge_site_with_a_page_event(harness, stop, CLOUD_ID, SYSTEM_TOKEN).await
 }
 
 fn settings() -> [(&'static str, &'static str); 5] {
