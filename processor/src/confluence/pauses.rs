@@ -31,7 +31,7 @@ struct Snapshot {
 pub(crate) struct Pauses {
     store: OnceLock<PauseStore>,
     snapshot: Mutex<Snapshot>,
-    /// One refresh at a time; the others wait for it.
+    /// One refresh at a time; the others use the snapshot they have.
     refreshing: tokio::sync::Mutex<()>,
 }
 
@@ -145,13 +145,9 @@ impl Pauses {
         if fresh(&self.snapshot()) {
             return;
         }
-        // Callers that find the view stale wait for the one refresh under way rather than
-        // go on with the old view: a call made meanwhile could spend a quota another
-        // replica was told to wait for.
-        let _refreshing = self.refreshing.lock().await;
-        if fresh(&self.snapshot()) {
+        let Ok(_refreshing) = self.refreshing.try_lock() else {
             return;
-        }
+        };
         let now_ms = now_ms();
         match store.in_force(now_ms).await {
             Ok(pauses) => {
