@@ -102,16 +102,6 @@ top() {
     awk -v top="$TOP" '/file:function|Function:file summary/ {f = 1; next} f && /^ *[0-9]/ && n < top {print "   " $0; n++}'
 }
 
-# Waits until `metric` on `url` has not moved for 3 s; prints its value.
-settled() {
-  local last=-1 now idle=0
-  while [ "$idle" -lt 15 ]; do
-    sleep 0.2
-    now=$(metric_sum "$1" "$2")
-    if [ "$now" -ne "$last" ]; then last=$now; idle=0; else idle=$((idle + 1)); fi
-  done
-  echo "$last"
-}
 # Fixed-rate load lasting about EVENTS/RATE seconds.
 RATE="${RATE:-200}"
 SECONDS_OF_LOAD=$(( (EVENTS + RATE - 1) / RATE ))
@@ -165,22 +155,20 @@ fi
 if [ "$ONLY" = all ] || [ "$ONLY" = processor ]; then
   # The built-in `log` handler: a no-op at RUST_LOG=warn that still records each handled
   # event in PostgreSQL, as every handler does.
-  metrics=http://127.0.0.1:9465/metrics
-  consumed=tributary_processor_events_consumed_total
   TRIBUTARY_PROCESSOR_HANDLERS=log TRIBUTARY_METRICS_LISTEN=127.0.0.1:9465 \
     under_callgrind processor "$BIN/tributary-processor"
   processor=$SERVICE_PID
-  wait_for "$metrics"
-  # Warm-up: join the group, drain what earlier runs left, handle WARMUP new events.
-  loadgen --tenants 50 --rate "$RATE" --duration "$WARMUP_SECONDS" --warmup 0 --concurrency 16 >/dev/null
-  settled "$metrics" "$consumed" >/dev/null
-  before=$(metric_sum "$metrics" "$consumed")
-  callgrind_control --zero "$processor" >/dev/null
-  loadgen --tenants 50 --rate "$RATE" --duration "$SECONDS_OF_LOAD" --warmup 0 --concurrency 16 >/dev/null
-  after=$(settled "$metrics" "$consumed")
-  sleep 2
+  wait_for http://127.0.0.1:9465/metrics
+  # The measured window holds the processor's work on the measured events and none of the
+  # harness's: one load run (its tenants installed once, before the warm-up), the counters
+  # zeroed once the warm-up is handled, the end found by asking PostgreSQL rather than the
+  # processor's metrics page, whose rendering would be counted.
+  handled_all="scripts/handled-all.sh http://127.0.0.1:9464/metrics $TRIBUTARY_DATABASE_URL"
+  loadgen --tenants 50 --rate "$RATE" --duration "$SECONDS_OF_LOAD" --warmup "$WARMUP_SECONDS" --concurrency 16 \
+    --after-warmup "$handled_all >$WORK/before && callgrind_control --zero $processor >/dev/null" >/dev/null
+  after=$($handled_all)
   callgrind_control --dump "$processor" >/dev/null
-  n=$((after - before))
+  n=$((after - $(cat "$WORK/before")))
   keep_dump processor
   ir=$(instructions processor)
   echo "processor (built-in log handler): $((ir / n)) instructions per event ($ir for $n events)"

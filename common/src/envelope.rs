@@ -167,7 +167,17 @@ impl Envelope {
         headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
         value: Option<&[u8]>,
     ) -> Result<Self, EnvelopeError> {
-        let mut found: [Option<String>; 8] = Default::default();
+        Self::decode_shared(key, headers, value.map(Bytes::copy_from_slice))
+    }
+
+    /// [`Envelope::decode`] of a value the caller owns already, kept rather than copied.
+    pub fn decode_shared<'a>(
+        key: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+        value: Option<Bytes>,
+    ) -> Result<Self, EnvelopeError> {
+        // Borrowed until the end: only the fields the envelope keeps are copied.
+        let mut found: [Option<&'a str>; 8] = Default::default();
         const NAMES: [&str; 8] = [
             header::SPEC_VERSION,
             header::ID,
@@ -181,7 +191,7 @@ impl Envelope {
         for (name, value) in headers {
             if let Some(i) = NAMES.iter().position(|n| *n == name) {
                 let text = value
-                    .map(|v| std::str::from_utf8(v).map(str::to_string))
+                    .map(std::str::from_utf8)
                     .transpose()
                     .map_err(|_| EnvelopeError::BadHeader(NAMES[i]))?;
                 found[i] = text;
@@ -199,7 +209,7 @@ impl Envelope {
         ] = found;
         let spec = spec.ok_or(EnvelopeError::MissingHeader(header::SPEC_VERSION))?;
         if spec != SPEC_VERSION {
-            return Err(EnvelopeError::SpecVersion(spec));
+            return Err(EnvelopeError::SpecVersion(spec.to_string()));
         }
         let id = id
             .filter(|s| !s.is_empty())
@@ -207,12 +217,12 @@ impl Envelope {
         let kind = ce_type
             .ok_or(EnvelopeError::MissingHeader(header::TYPE))
             .and_then(|t| {
-                EventKind::from_ce_type(&t).ok_or(EnvelopeError::BadHeader(header::TYPE))
+                EventKind::from_ce_type(t).ok_or(EnvelopeError::BadHeader(header::TYPE))
             })?;
         let time = time
             .ok_or(EnvelopeError::MissingHeader(header::TIME))
             .and_then(|t| {
-                DateTime::parse_from_rfc3339(&t)
+                DateTime::parse_from_rfc3339(t)
                     .map(|t| t.with_timezone(&Utc))
                     .map_err(|_| EnvelopeError::BadHeader(header::TIME))
             })?;
@@ -225,14 +235,16 @@ impl Envelope {
             return Err(EnvelopeError::KeyMismatch);
         }
         Ok(Envelope {
-            id,
-            source: source.ok_or(EnvelopeError::MissingHeader(header::SOURCE))?,
+            id: id.to_string(),
+            source: source
+                .ok_or(EnvelopeError::MissingHeader(header::SOURCE))?
+                .to_string(),
             kind,
             time,
-            subject,
-            client_key,
-            content_type: content_type.unwrap_or_else(|| JSON_CONTENT_TYPE.to_string()),
-            data: Bytes::copy_from_slice(value.ok_or(EnvelopeError::NoData)?),
+            subject: subject.map(str::to_string),
+            client_key: client_key.to_string(),
+            content_type: content_type.unwrap_or(JSON_CONTENT_TYPE).to_string(),
+            data: value.ok_or(EnvelopeError::NoData)?,
         })
     }
 }

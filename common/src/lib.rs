@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod forge;
 pub mod hosts;
+pub mod json_check;
 pub mod kafka;
 pub mod routing;
 pub mod shutdown;

@@ -31,6 +31,16 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// The pipeline's end-to-end latency (webhook received to handler done): its target is
+/// tens of milliseconds, so the buckets are close enough there for a quantile read from
+/// them to be a measurement rather than a bucket bound.
+const END_TO_END_METRIC: &str = "tributary_processor_end_to_end_seconds";
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03,
+    0.035, 0.04, 0.045, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.125, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
 /// The process-wide Prometheus recorder. Installed once; later calls return the same handle,
 /// so services started in one test process share it.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -39,6 +49,13 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                // A full name is matched before any suffix.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(END_TO_END_METRIC.into()),
+                        END_TO_END_BUCKETS,
+                    )
+                })
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tributary_common::forge::SystemToken;
 use tributary_common::store::{ForgeInstallation, Tenant};
 
 use crate::backoff::RetryBudget;
@@ -10,7 +9,7 @@ use crate::confluence::{ConfluenceClient, ConfluenceClients, WriteKey};
 use crate::event::Event;
 use crate::handler::HandlerError;
 use crate::state::TenantState;
-use crate::tenants::CachedTenant;
+use crate::tenants::{CachedTenant, ForgeIdentity};
 
 /// A handler's view of one attempt at one event. Cheap to clone.
 #[derive(Clone)]
@@ -26,7 +25,7 @@ struct Inner {
     /// never to the handler.
     tenant: Option<Arc<CachedTenant>>,
     /// The tenant's Forge installation and its app system token (never handed out).
-    forge: Option<(ForgeInstallation, Option<SystemToken>)>,
+    forge: Option<Arc<ForgeIdentity>>,
     state: TenantState,
     confluence: ConfluenceClients,
     /// The event's retries, shared by this run's Confluence requests and the runtime.
@@ -40,7 +39,7 @@ pub(crate) struct ContextParts {
     pub handler: Arc<str>,
     pub attempt: u32,
     pub tenant: Option<Arc<CachedTenant>>,
-    pub forge: Option<(ForgeInstallation, Option<SystemToken>)>,
+    pub forge: Option<Arc<ForgeIdentity>>,
     pub state: TenantState,
     pub confluence: ConfluenceClients,
     pub budget: Arc<RetryBudget>,
@@ -48,7 +47,7 @@ pub(crate) struct ContextParts {
 
 impl Context {
     pub(crate) fn new(parts: ContextParts) -> Context {
-        let writes = WriteKey::new(&parts.handler, parts.event.id(), parts.attempt)
+        let writes = WriteKey::new(parts.handler.clone(), parts.event.id(), parts.attempt)
             .replayed(parts.event.is_replay());
         Context {
             inner: Arc::new(Inner {
@@ -79,8 +78,8 @@ impl Context {
     pub fn forge_installation(&self) -> Option<&ForgeInstallation> {
         self.inner
             .forge
-            .as_ref()
-            .map(|(installation, _)| installation)
+            .as_deref()
+            .map(|identity| &identity.installation)
     }
 
     /// The name of the handler running.
@@ -112,11 +111,11 @@ impl Context {
                 .with_budget(self.inner.budget.clone())
                 .for_event(&self.inner.writes));
         }
-        if let Some((installation, token)) = &self.inner.forge {
+        if let Some(identity) = &self.inner.forge {
             return Ok(self
                 .inner
                 .confluence
-                .for_forge(installation, token.clone())?
+                .for_forge(&identity.installation, identity.token.clone())?
                 .with_budget(self.inner.budget.clone())
                 .for_event(&self.inner.writes));
         }

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tributary_common::connect::LifecycleEventType;
 use tributary_common::envelope::{Envelope, EventKind, read_object_subject};
+use tributary_common::json_check::surely_json;
 
 use crate::forge_payload;
 use crate::handler::HandlerError;
@@ -43,8 +44,11 @@ impl Event {
     /// The event of a decoded envelope; fails when its body is not JSON.
     pub fn new(envelope: Envelope, origin: Origin) -> Result<Event, serde_json::Error> {
         // Checked now, as a `Value` parse would check it, so a body that is not JSON is
-        // still refused here rather than failing a handler later.
-        read_object_subject(&envelope.data)?;
+        // still refused here rather than failing a handler later: by the quick check when
+        // it can tell, otherwise by the exact one, whose error is the one reported.
+        if !surely_json(&envelope.data) {
+            read_object_subject(&envelope.data)?;
+        }
         Ok(Event {
             envelope,
             json: OnceLock::new(),

@@ -171,10 +171,10 @@ impl ProcessorBuilder {
             db,
             tenants: TenantCache::new(
                 tenants,
+                forge,
                 config.processor_tenant_cache_size,
                 Duration::from_secs(config.processor_tenant_cache_ttl_seconds),
             ),
-            forge,
             confluence,
             subscriptions,
             names,

@@ -12,6 +12,7 @@
 //!   Connect `clientKey` when there is one (Connect webhooks carry nothing else, and it is
 //!   fixed per site), otherwise the site's ARI, `ari:cloud:confluence::site/<cloudId>`.
 
+use super::tenant_changes::AnnounceInTransaction;
 use super::{Database, StoreError};
 use crate::connect::SharedSecret;
 use crate::crypto::{EncryptedSecret, SecretKeyring};
@@ -207,6 +208,19 @@ impl ForgeStore {
             {
                 row = find!(&mut *tx, sql, "cloud_id", cloud_id);
             }
+            // What processors keep of the installation changes (the token aside, which they
+            // keep only while it is valid): they hear of it on the tenant-change feed.
+            let announce = match &row {
+                None => None,
+                Some(found) => (found.installation_id != invocation.installation_id
+                    || found.api_base_url.as_deref() != Some(invocation.api_base_url)
+                    || found.app_id.as_deref() != Some(invocation.app_id)
+                    || (invocation.cloud_id.is_some()
+                        && found.cloud_id.as_deref() != invocation.cloud_id)
+                    || (invocation.environment_type.is_some()
+                        && found.environment_type.as_deref() != invocation.environment_type))
+                    .then(|| found.tenant_key.clone()),
+            };
             let id = match row {
                 Some(found) => {
                     // A token is bound to its installation: a new installation id retires
@@ -233,6 +247,7 @@ impl ForgeStore {
                         .cloud_id
                         .map(site_tenant_key)
                         .unwrap_or_else(|| invocation.installation_id.to_string());
+                    AnnounceInTransaction::announce_change(&mut *tx, &tenant_key).await?;
                     sqlx::query_scalar::<_, i64>(
                         "INSERT INTO forge_installations (cloud_id, installation_id, \
                          tenant_key, api_base_url, app_id, environment_type, status) \
@@ -264,6 +279,9 @@ impl ForgeStore {
             let row = find!(&mut *tx, sql, "id", id).ok_or_else(|| {
                 StoreError::CorruptRow("installation vanished inside its own transaction".into())
             })?;
+            if let Some(tenant_key) = announce {
+                AnnounceInTransaction::announce_change(&mut *tx, &tenant_key).await?;
+            }
             tx.commit().await?;
             row.installation()
         })
@@ -279,6 +297,13 @@ impl ForgeStore {
         with_database!(&self.db, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin_write).await?;
             let by_installation = find!(&mut *tx, sql, "installation_id", installation_id);
+            if let Some(row) = &by_installation
+                && row.tenant_key != client_key
+            {
+                // The site's events leave the site ARI for the clientKey.
+                AnnounceInTransaction::announce_change(&mut *tx, &row.tenant_key).await?;
+            }
+            AnnounceInTransaction::announce_change(&mut *tx, client_key).await?;
             let id = match by_installation {
                 Some(row) => {
                     sqlx::query(&format!(
@@ -354,6 +379,9 @@ impl ForgeStore {
             .execute(&mut *tx)
             .await?;
             let row = find!(&mut *tx, sql, "installation_id", installation_id);
+            if let Some(row) = &row {
+                AnnounceInTransaction::announce_change(&mut *tx, &row.tenant_key).await?;
+            }
             tx.commit().await?;
             row.map(|r| r.installation()).transpose()
         })

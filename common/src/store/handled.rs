@@ -135,19 +135,22 @@ impl HandlerStore {
             return Ok(found);
         }
         for events in event_ids.chunks(MAX_IDS_PER_QUERY) {
-            let query = format!(
-                "SELECT handler, event_id FROM handled_events \
-                 WHERE handler IN ({}) AND event_id IN ({})",
-                placeholders(1, handlers.len()),
-                placeholders(handlers.len() + 1, events.len()),
-            );
-            let rows: Vec<(String, String)> = with_database!(&self.db, |pool, _sql| {
-                let mut select = sqlx::query_as(&query);
-                for value in handlers.iter().chain(events) {
-                    select = select.bind(*value);
+            let rows: Vec<(String, String)> = match &self.db {
+                Database::Postgres(pool) => handled_pg(pool, handlers, events).await?,
+                Database::Sqlite(pool) => {
+                    let query = format!(
+                        "SELECT handler, event_id FROM handled_events \
+                         WHERE handler IN ({}) AND event_id IN ({})",
+                        placeholders(1, handlers.len()),
+                        placeholders(handlers.len() + 1, events.len()),
+                    );
+                    let mut select = sqlx::query_as(&query);
+                    for value in handlers.iter().chain(events) {
+                        select = select.bind(*value);
+                    }
+                    select.fetch_all(pool).await?
                 }
-                select.fetch_all(pool).await?
-            });
+            };
             for (handler, event_id) in rows {
                 found.by_event.entry(event_id).or_default().insert(handler);
             }
@@ -189,36 +192,55 @@ impl HandlerStore {
     /// already (or an earlier run of the same call has the same handler and event), and
     /// then its writes are dropped.
     ///
-    /// A batch costs a few statements, not a few per run: the records go in multi-row
-    /// inserts that return what they inserted, and the surviving writes, collapsed to the
-    /// last change of each key, go in one multi-row upsert and one delete per chunk.
+    /// A batch costs a few statements, not a few per run: the records go in one insert per
+    /// chunk that returns what it inserted, and the surviving writes, collapsed to the last
+    /// change of each key, in one upsert and one delete per chunk (on PostgreSQL each binds
+    /// arrays, so its text does not depend on the batch's size).
     pub async fn commit(&self, runs: &[HandlerRun<'_>]) -> Result<Vec<bool>, StoreError> {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
         with_database!(&self.db, |pool, sql| {
+            // Nearly always every run is new, and counting the rows inserted says so without
+            // reading any back. When some were not (a redelivered event that another
+            // consumer recorded first), the transaction starts over and finds out which.
             let mut tx = pool.begin_with(sql.begin_write).await?;
-            let mut rows: Vec<(String, String)> = Vec::new();
+            let mut inserted = 0;
             for chunk in runs.chunks(ROWS_PER_INSERT) {
-                rows.extend(InsertRecords::insert_records(&mut *tx, chunk).await?);
+                inserted += InsertRecords::insert_records(&mut *tx, chunk, false)
+                    .await?
+                    .count;
             }
-            let mut inserted: HashSet<(&str, &str)> = rows
-                .iter()
-                .map(|(handler, event_id)| (handler.as_str(), event_id.as_str()))
-                .collect();
+            let recorded = if inserted == runs.len() as u64 {
+                vec![true; runs.len()]
+            } else {
+                tx.rollback().await?;
+                tx = pool.begin_with(sql.begin_write).await?;
+                let mut rows: Vec<(String, String)> = Vec::new();
+                for chunk in runs.chunks(ROWS_PER_INSERT) {
+                    rows.extend(
+                        InsertRecords::insert_records(&mut *tx, chunk, true)
+                            .await?
+                            .rows,
+                    );
+                }
+                let mut new: HashSet<(&str, &str)> = rows
+                    .iter()
+                    .map(|(handler, event_id)| (handler.as_str(), event_id.as_str()))
+                    .collect();
+                runs.iter()
+                    .map(|run| new.remove(&(run.event.handler, run.event.event_id)))
+                    .collect()
+            };
 
-            // Which runs count, and the last change of each (tenant, key) among them.
-            let mut recorded = Vec::with_capacity(runs.len());
+            // The last change of each (tenant, key) among the runs that count.
             let mut changes: BTreeMap<(&str, &str), Option<&Value>> = BTreeMap::new();
-            for run in runs {
-                let event = &run.event;
-                let counts = inserted.remove(&(event.handler, event.event_id));
-                if counts {
+            for (run, counts) in runs.iter().zip(&recorded) {
+                if *counts {
                     for (key, change) in &run.writes.changes {
-                        changes.insert((event.client_key, key.as_str()), change.as_ref());
+                        changes.insert((run.event.client_key, key.as_str()), change.as_ref());
                     }
                 }
-                recorded.push(counts);
             }
             let sets: Vec<(&str, &str, String)> = changes
                 .iter()
@@ -226,49 +248,16 @@ impl HandlerStore {
                     change.map(|value| (*client_key, *key, value.to_string()))
                 })
                 .collect();
-            for chunk in sets.chunks(ROWS_PER_INSERT) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|i| {
-                        format!(
-                            "(${}, ${}, ${}{json})",
-                            i * 3 + 1,
-                            i * 3 + 2,
-                            i * 3 + 3,
-                            json = sql.json_cast
-                        )
-                    })
-                    .collect();
-                let statement = format!(
-                    "INSERT INTO tenant_state (client_key, key, value) VALUES {} \
-                     ON CONFLICT (client_key, key) DO UPDATE \
-                     SET value = EXCLUDED.value, updated_at = {now}",
-                    rows.join(", "),
-                    now = sql.now
-                );
-                let mut upsert = sqlx::query(&statement);
-                for (client_key, key, value) in chunk {
-                    upsert = upsert.bind(*client_key).bind(*key).bind(value);
-                }
-                upsert.execute(&mut *tx).await?;
-            }
             let deletes: Vec<(&str, &str)> = changes
                 .iter()
                 .filter(|(_, change)| change.is_none())
                 .map(|((client_key, key), _)| (*client_key, *key))
                 .collect();
+            for chunk in sets.chunks(ROWS_PER_INSERT) {
+                WriteState::upsert_state(&mut *tx, chunk).await?;
+            }
             for chunk in deletes.chunks(ROWS_PER_INSERT) {
-                let pairs: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("(${}, ${})", i * 2 + 1, i * 2 + 2))
-                    .collect();
-                let statement = format!(
-                    "DELETE FROM tenant_state WHERE (client_key, key) IN (VALUES {})",
-                    pairs.join(", ")
-                );
-                let mut delete = sqlx::query(&statement);
-                for (client_key, key) in chunk {
-                    delete = delete.bind(*client_key).bind(*key);
-                }
-                delete.execute(&mut *tx).await?;
+                WriteState::delete_state(&mut *tx, chunk).await?;
             }
             tx.commit().await?;
             Ok(recorded)
@@ -306,13 +295,129 @@ impl HandlerStore {
     }
 }
 
-/// Inserting a chunk of handled-event records, returning the (handler, event id) of those
-/// that were new, in each backend's cheapest form.
+/// The handled-before query on PostgreSQL: two arrays, so the statement text is the same
+/// whatever the batch's size. It is not kept prepared: a prepared statement's cached generic
+/// plan is made without the arrays' sizes and, made while the table was small, can scan the
+/// table for every batch ever after; an unnamed statement is planned for the values it is
+/// given, which for a batch is an index look-up per (handler, event) pair.
+async fn handled_pg(
+    pool: &sqlx::PgPool,
+    handlers: &[&str],
+    event_ids: &[&str],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT h.handler, h.event_id \
+         FROM UNNEST($1::text[]) AS k(handler) \
+         CROSS JOIN UNNEST($2::text[]) AS e(event_id) \
+         JOIN handled_events h ON h.handler = k.handler AND h.event_id = e.event_id",
+    )
+    .bind(handlers)
+    .bind(event_ids)
+    .persistent(false)
+    .fetch_all(pool)
+    .await
+}
+
+/// Applying a chunk of collapsed state changes (one per tenant and key), in each backend's
+/// cheapest form.
+trait WriteState {
+    async fn upsert_state(&mut self, sets: &[(&str, &str, String)]) -> Result<(), sqlx::Error>;
+    async fn delete_state(&mut self, keys: &[(&str, &str)]) -> Result<(), sqlx::Error>;
+}
+
+impl WriteState for sqlx::PgConnection {
+    /// Three arrays: one prepared statement whatever the number of keys.
+    async fn upsert_state(&mut self, sets: &[(&str, &str, String)]) -> Result<(), sqlx::Error> {
+        let client_keys: Vec<&str> = sets.iter().map(|(client_key, _, _)| *client_key).collect();
+        let keys: Vec<&str> = sets.iter().map(|(_, key, _)| *key).collect();
+        let values: Vec<&str> = sets.iter().map(|(_, _, value)| value.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO tenant_state (client_key, key, value) \
+             SELECT client_key, key, CAST(value AS jsonb) \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS s(client_key, key, value) \
+             ON CONFLICT (client_key, key) DO UPDATE \
+             SET value = EXCLUDED.value, updated_at = now()",
+        )
+        .bind(client_keys)
+        .bind(keys)
+        .bind(values)
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+
+    /// Planned for its values, as the handled-before query is (see [`handled_pg`]).
+    async fn delete_state(&mut self, keys: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+        let client_keys: Vec<&str> = keys.iter().map(|(client_key, _)| *client_key).collect();
+        let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
+        sqlx::query(
+            "DELETE FROM tenant_state t \
+             USING UNNEST($1::text[], $2::text[]) AS d(client_key, key) \
+             WHERE t.client_key = d.client_key AND t.key = d.key",
+        )
+        .bind(client_keys)
+        .bind(names)
+        .persistent(false)
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+}
+
+impl WriteState for sqlx::SqliteConnection {
+    async fn upsert_state(&mut self, sets: &[(&str, &str, String)]) -> Result<(), sqlx::Error> {
+        let rows: Vec<String> = (0..sets.len())
+            .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+            .collect();
+        let statement = format!(
+            "INSERT INTO tenant_state (client_key, key, value) VALUES {} \
+             ON CONFLICT (client_key, key) DO UPDATE \
+             SET value = EXCLUDED.value, updated_at = {now}",
+            rows.join(", "),
+            now = super::Dialect::SQLITE.now
+        );
+        let mut upsert = sqlx::query(&statement);
+        for (client_key, key, value) in sets {
+            upsert = upsert.bind(*client_key).bind(*key).bind(value);
+        }
+        upsert.execute(self).await?;
+        Ok(())
+    }
+
+    async fn delete_state(&mut self, keys: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+        let pairs: Vec<String> = (0..keys.len())
+            .map(|i| format!("(${}, ${})", i * 2 + 1, i * 2 + 2))
+            .collect();
+        let statement = format!(
+            "DELETE FROM tenant_state WHERE (client_key, key) IN (VALUES {})",
+            pairs.join(", ")
+        );
+        let mut delete = sqlx::query(&statement);
+        for (client_key, key) in keys {
+            delete = delete.bind(*client_key).bind(*key);
+        }
+        delete.execute(self).await?;
+        Ok(())
+    }
+}
+
+/// What inserting a chunk of handled-event records did.
+#[derive(Default)]
+struct Inserted {
+    /// Records inserted (the others existed already).
+    count: u64,
+    /// The (handler, event id) of each inserted record, when asked for.
+    rows: Vec<(String, String)>,
+}
+
+/// Inserting a chunk of handled-event records in each backend's cheapest form, counting
+/// what was new and, with `returning`, saying which.
 trait InsertRecords {
     async fn insert_records(
         &mut self,
         runs: &[HandlerRun<'_>],
-    ) -> Result<Vec<(String, String)>, sqlx::Error>;
+        returning: bool,
+    ) -> Result<Inserted, sqlx::Error>;
 }
 
 impl InsertRecords for sqlx::PgConnection {
@@ -321,28 +426,53 @@ impl InsertRecords for sqlx::PgConnection {
     async fn insert_records<'a>(
         &mut self,
         runs: &[HandlerRun<'a>],
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        returning: bool,
+    ) -> Result<Inserted, sqlx::Error> {
+        const INSERT: &str = "INSERT INTO handled_events \
+             (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                  $6::int4[], $7::int8[]) \
+             ON CONFLICT DO NOTHING";
+        const INSERT_RETURNING: &str = "INSERT INTO handled_events \
+             (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                  $6::int4[], $7::int8[]) \
+             ON CONFLICT DO NOTHING RETURNING handler, event_id";
         let column = |f: fn(HandledEvent<'a>) -> &'a str| -> Vec<&'a str> {
             runs.iter().map(|run| f(run.event)).collect()
         };
         let partitions: Vec<i32> = runs.iter().map(|run| run.event.partition).collect();
         let offsets: Vec<i64> = runs.iter().map(|run| run.event.offset).collect();
-        sqlx::query_as(
-            "INSERT INTO handled_events \
-             (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                  $6::int4[], $7::int8[]) \
-             ON CONFLICT DO NOTHING RETURNING handler, event_id",
-        )
-        .bind(column(|e| e.handler))
-        .bind(column(|e| e.event_id))
-        .bind(column(|e| e.client_key))
-        .bind(column(|e| e.event_type))
-        .bind(column(|e| e.topic))
-        .bind(partitions)
-        .bind(offsets)
-        .fetch_all(self)
-        .await
+        if returning {
+            let rows: Vec<(String, String)> = sqlx::query_as(INSERT_RETURNING)
+                .bind(column(|e| e.handler))
+                .bind(column(|e| e.event_id))
+                .bind(column(|e| e.client_key))
+                .bind(column(|e| e.event_type))
+                .bind(column(|e| e.topic))
+                .bind(partitions)
+                .bind(offsets)
+                .fetch_all(self)
+                .await?;
+            return Ok(Inserted {
+                count: rows.len() as u64,
+                rows,
+            });
+        }
+        let done = sqlx::query(INSERT)
+            .bind(column(|e| e.handler))
+            .bind(column(|e| e.event_id))
+            .bind(column(|e| e.client_key))
+            .bind(column(|e| e.event_type))
+            .bind(column(|e| e.topic))
+            .bind(partitions)
+            .bind(offsets)
+            .execute(self)
+            .await?;
+        Ok(Inserted {
+            count: done.rows_affected(),
+            rows: Vec::new(),
+        })
     }
 }
 
@@ -350,17 +480,42 @@ impl InsertRecords for sqlx::SqliteConnection {
     async fn insert_records(
         &mut self,
         runs: &[HandlerRun<'_>],
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        returning: bool,
+    ) -> Result<Inserted, sqlx::Error> {
         let rows: Vec<String> = (0..runs.len())
             .map(|i| format!("({})", placeholders(i * 7 + 1, 7)))
             .collect();
         let statement = format!(
             "INSERT INTO handled_events \
              (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
-             VALUES {} ON CONFLICT DO NOTHING RETURNING handler, event_id",
-            rows.join(", ")
+             VALUES {} ON CONFLICT DO NOTHING{}",
+            rows.join(", "),
+            if returning {
+                " RETURNING handler, event_id"
+            } else {
+                ""
+            }
         );
-        let mut insert = sqlx::query_as::<_, (String, String)>(&statement);
+        if returning {
+            let mut insert = sqlx::query_as::<_, (String, String)>(&statement);
+            for run in runs {
+                let event = &run.event;
+                insert = insert
+                    .bind(event.handler)
+                    .bind(event.event_id)
+                    .bind(event.client_key)
+                    .bind(event.event_type)
+                    .bind(event.topic)
+                    .bind(event.partition)
+                    .bind(event.offset);
+            }
+            let rows = insert.fetch_all(self).await?;
+            return Ok(Inserted {
+                count: rows.len() as u64,
+                rows,
+            });
+        }
+        let mut insert = sqlx::query(&statement);
         for run in runs {
             let event = &run.event;
             insert = insert
@@ -372,6 +527,10 @@ impl InsertRecords for sqlx::SqliteConnection {
                 .bind(event.partition)
                 .bind(event.offset);
         }
-        insert.fetch_all(self).await
+        let done = insert.execute(self).await?;
+        Ok(Inserted {
+            count: done.rows_affected(),
+            rows: Vec::new(),
+        })
     }
 }

@@ -97,6 +97,30 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
         .ok()
 }
 
+/// Announcing from inside a transaction: PostgreSQL delivers the announcement when the
+/// transaction commits, and not at all when it rolls back, so a follower never hears of a
+/// change before it can read it. On SQLite there is nobody to tell.
+pub(crate) trait AnnounceInTransaction {
+    async fn announce_change(&mut self, key: &str) -> Result<(), sqlx::Error>;
+}
+
+impl AnnounceInTransaction for sqlx::PgConnection {
+    async fn announce_change(&mut self, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(key)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+}
+
+impl AnnounceInTransaction for sqlx::SqliteConnection {
+    async fn announce_change(&mut self, _key: &str) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
 impl TenantStore {
     /// Tells every process following the feed that `client_key` changed.
     pub async fn announce_change(&self, client_key: &str) -> Result<(), StoreError> {

@@ -28,10 +28,14 @@ pub struct WriteKey {
 impl WriteKey {
     /// `attempt` counts from 1; from the second on, each create first looks for what an
     /// earlier attempt may have made.
-    pub fn new(handler: &str, event_id: &str, attempt: u32) -> WriteKey {
+    pub fn new(
+        handler: impl Into<Arc<str>>,
+        event_id: impl Into<Arc<str>>,
+        attempt: u32,
+    ) -> WriteKey {
         WriteKey {
-            handler: Arc::from(handler),
-            event_id: Arc::from(event_id),
+            handler: handler.into(),
+            event_id: event_id.into(),
             attempt,
             earlier_run: attempt > 1,
             made: Arc::new(AtomicU32::new(0)),

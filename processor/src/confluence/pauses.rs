@@ -19,6 +19,9 @@ use super::signals::QuotaScope;
 /// How stale this process's view of other replicas' pauses may be.
 pub(crate) const REFRESH: Duration = Duration::from_secs(1);
 
+/// How long a call waits for a process's first read of the pauses before it goes on.
+const FIRST_READ_WAIT: Duration = Duration::from_secs(5);
+
 /// Pause ends on this process's clock (so paused test time works); the database holds
 /// them as Unix milliseconds for the other replicas.
 #[derive(Default)]
@@ -31,7 +34,7 @@ struct Snapshot {
 pub(crate) struct Pauses {
     store: OnceLock<PauseStore>,
     snapshot: Mutex<Snapshot>,
-    /// One refresh at a time; the others use the snapshot they have.
+    /// One refresh at a time; the others use the snapshot they have, once there is one.
     refreshing: tokio::sync::Mutex<()>,
 }
 
@@ -145,12 +148,33 @@ impl Pauses {
         if fresh(&self.snapshot()) {
             return;
         }
-        let Ok(_refreshing) = self.refreshing.try_lock() else {
-            return;
+        let never_read = self.snapshot().read_at.is_none();
+        let _refreshing = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            // A process that has never read the pauses knows nothing of other replicas'
+            // pauses: its calls wait for the first read under way, for a bounded time so a
+            // slow database cannot hold them. Later refreshes are not waited for; a view at
+            // most one refresh old is the documented bound, and waiting there could queue
+            // every call behind one database round trip.
+            Err(_) if never_read => {
+                match tokio::time::timeout(FIRST_READ_WAIT, self.refreshing.lock()).await {
+                    Ok(guard) => {
+                        if fresh(&self.snapshot()) {
+                            return;
+                        }
+                        guard
+                    }
+                    Err(_) => return,
+                }
+            }
+            Err(_) => return,
         };
         let now_ms = now_ms();
-        match store.in_force(now_ms).await {
-            Ok(pauses) => {
+        // The caller that refreshes is a Confluence call too: a database that does not
+        // answer must not hold it longer than a waiting caller would be held.
+        let read = tokio::time::timeout(FIRST_READ_WAIT, store.in_force(now_ms)).await;
+        match read {
+            Ok(Ok(pauses)) => {
                 let now = Instant::now();
                 let mut snapshot = self.snapshot();
                 // What this process paused itself and has not shared yet stays.
@@ -177,9 +201,13 @@ impl Pauses {
                 snapshot.tenants = tenants;
                 snapshot.read_at = Some(Instant::now());
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 // Keep what we have; try again after the refresh interval.
                 tracing::debug!(%error, "could not read the Confluence pauses");
+                self.snapshot().read_at = Some(Instant::now());
+            }
+            Err(_) => {
+                tracing::debug!("the Confluence pauses were not read in time");
                 self.snapshot().read_at = Some(Instant::now());
             }
         }
@@ -188,6 +216,8 @@ impl Pauses {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[tokio::test]
@@ -238,5 +268,40 @@ mod tests {
             Some(QuotaScope::App),
             "the longer of the two holds"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_replica_s_concurrent_first_calls_all_see_another_replica_s_pause() {
+        use tributary_common::store::Database;
+        use tributary_devkit::TestDatabase;
+
+        let db = TestDatabase::create().await;
+        let store = || PauseStore::new(Database::Postgres(db.pool.clone()));
+        let first = Pauses::new();
+        first.share_through(store());
+        first
+            .pause(
+                QuotaScope::Tenant,
+                "a",
+                Duration::from_secs(300),
+                "confluence-quota-tenant-based",
+            )
+            .await;
+        // Many rounds: the calls that lose the race for the first read must wait for it,
+        // not go on with a view that was never read.
+        for _ in 0..20 {
+            let second = Arc::new(Pauses::new());
+            second.share_through(store());
+            let calls: Vec<_> = (0..8)
+                .map(|_| {
+                    let second = second.clone();
+                    tokio::spawn(async move { second.remaining("a").await })
+                })
+                .collect();
+            for call in calls {
+                let seen = call.await.expect("call");
+                assert_eq!(seen.map(|(_, scope)| scope), Some(QuotaScope::Tenant));
+            }
+        }
     }
 }

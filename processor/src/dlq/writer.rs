@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tributary_common::Config;
 use tributary_common::kafka::durable_producer_config;
 use tributary_common::routing::dead_letter_topic;
 
 use super::{Reason, header};
+use crate::runtime::Record;
 
 /// How long librdkafka keeps trying one dead letter before the runtime tries again.
 const DELIVERY_TIMEOUT_MS: u64 = 30_000;
@@ -40,11 +41,7 @@ impl DeadLetterWriter {
     }
 
     /// Writes `message` to its dead-letter topic and waits for the broker's acknowledgement.
-    pub async fn write(
-        &self,
-        message: &OwnedMessage,
-        letter: &Letter<'_>,
-    ) -> Result<(), KafkaError> {
+    pub async fn write(&self, message: &Record, letter: &Letter<'_>) -> Result<(), KafkaError> {
         let topic = dead_letter_topic(message.topic(), &self.suffix);
         let headers = dead_letter_headers(message, letter);
         let mut record = FutureRecord::to(&topic).headers(headers);
@@ -62,7 +59,7 @@ impl DeadLetterWriter {
     }
 }
 
-fn dead_letter_headers(message: &OwnedMessage, letter: &Letter<'_>) -> OwnedHeaders {
+fn dead_letter_headers(message: &Record, letter: &Letter<'_>) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
     // A record dead-lettered again after a replay carries only its latest origin.
     if let Some(original) = message.headers() {
@@ -112,8 +109,12 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
+
     use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+
+    use super::*;
 
     #[test]
     fn origin_headers_replace_older_ones_and_keep_the_event_headers() {
@@ -126,14 +127,17 @@ mod tests {
                 key: header::ORIGIN_OFFSET,
                 value: Some("99"),
             });
-        let message = OwnedMessage::new(
-            Some(b"{}".to_vec()),
-            Some(b"tenant".to_vec()),
-            "events".into(),
-            Timestamp::NotAvailable,
-            2,
-            7,
-            Some(original),
+        let message = Record::copied(
+            &OwnedMessage::new(
+                Some(b"{}".to_vec()),
+                Some(b"tenant".to_vec()),
+                "events".into(),
+                Timestamp::NotAvailable,
+                2,
+                7,
+                Some(original),
+            ),
+            Arc::from("events"),
         );
         let letter = Letter {
             reason: Reason::Permanent,

@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use rdkafka::Message;
 use tokio::sync::Semaphore;
 use tributary_common::store::{HandledSet, HandlerRun, StateWrites};
 
@@ -260,6 +259,9 @@ async fn run_group(
     let mut earlier: Option<Arc<StateWrites>> = None;
     // Handlers run on an event id in this batch (a record delivered twice runs once).
     let mut ran: HashSet<(usize, &str)> = HashSet::new();
+    // The key's tenant, read once for its events in the batch (a key is one tenant) and
+    // again after a lifecycle event, which changes it.
+    let mut tenant = None;
     for (position, &i) in group.iter().enumerate() {
         let end = match &decoded[i] {
             Err(error) => {
@@ -292,12 +294,14 @@ async fn run_group(
                     event,
                     handled,
                     &mut ran,
+                    &mut tenant,
                     &mut earlier,
                     &mut done.runs,
                 )
                 .await;
                 if event.lifecycle().is_some() {
                     shared.tenants.invalidate(event.client_key()).await;
+                    tenant = None;
                 }
                 end
             }
@@ -335,10 +339,10 @@ async fn run_event<'e>(
     event: &'e Arc<Event>,
     handled: &HandledSet,
     ran: &mut HashSet<(usize, &'e str)>,
+    tenant: &mut Option<Option<Arc<CachedTenant>>>,
     earlier: &mut Option<Arc<StateWrites>>,
     runs: &mut Vec<PendingRun>,
 ) -> EventEnd {
-    let mut tenant = None;
     // Inside a batch a Confluence request does not wait to retry: its batch's commit would
     // wait with it. The event's first failure takes it to a lane, which does.
     let budget = Arc::new(RetryBudget::new(shared.retry, 0, false));
@@ -350,7 +354,7 @@ async fn run_event<'e>(
             continue;
         }
         let result = loop {
-            match attempt(shared, index, event, &mut tenant, earlier.clone(), &budget).await {
+            match attempt(shared, index, event, tenant, earlier.clone(), &budget).await {
                 // An outage of the runtime's own database is not the event's fault: the
                 // attempt does not count, and the event waits until the database is back.
                 Err(error)
@@ -389,8 +393,8 @@ async fn run_event<'e>(
     EventEnd::Handled
 }
 
-/// One attempt of handler `index`, reading the tenant once per event (every time for a
-/// lifecycle event, which changes it).
+/// One attempt of handler `index`, reading the tenant if the key's events of the batch have
+/// not yet (and every time for a lifecycle event, which changes it).
 async fn attempt(
     shared: &Shared,
     index: usize,

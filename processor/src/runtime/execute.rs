@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::FutureExt;
-use rdkafka::Message;
-use rdkafka::message::{Headers as _, OwnedMessage};
-use tributary_common::kafka::envelope_from_message;
+use rdkafka::message::Headers as _;
+use tributary_common::envelope::Envelope;
 use tributary_common::shutdown::Shutdown;
 use tributary_common::store::{
-    Database, ForgeStore, HandledEvent, HandlerRun, HandlerStore, ParkedStore, StateWrites,
+    Database, HandledEvent, HandlerRun, HandlerStore, ParkedStore, StateWrites,
 };
 
 use super::guard::FailureGuard;
 use super::parking;
+use super::record::Record;
 use crate::backoff::{BackoffSchedule, RetryBudget};
 use crate::confluence::ConfluenceClients;
 use crate::context::{Context, ContextParts};
@@ -37,7 +37,6 @@ pub(crate) const UNKNOWN_EVENT: &str = "unknown";
 pub(crate) struct Shared {
     pub db: Database,
     pub tenants: TenantCache,
-    pub forge: ForgeStore,
     pub handled: HandlerStore,
     pub confluence: ConfluenceClients,
     pub subscriptions: Vec<Subscription>,
@@ -101,7 +100,7 @@ enum HandlerEnd {
 }
 
 /// The event in a record, or why the record is not one.
-pub(crate) fn decode(message: &OwnedMessage) -> Result<Event, String> {
+pub(crate) fn decode(message: &Record) -> Result<Event, String> {
     let origin = Origin {
         topic: message.topic().to_string(),
         partition: message.partition(),
@@ -112,7 +111,12 @@ pub(crate) fn decode(message: &OwnedMessage) -> Result<Event, String> {
             .iter()
             .any(|h| h.key == crate::dlq::header::REPLAYED_AT)
     });
-    envelope_from_message(message)
+    let headers = message
+        .headers()
+        .into_iter()
+        .flat_map(|headers| headers.iter())
+        .map(|h| (h.key, h.value));
+    Envelope::decode_shared(message.key(), headers, message.payload_bytes())
         .map_err(|e| format!("not an event envelope: {e}"))
         .and_then(|envelope| {
             Event::new(envelope, origin)
@@ -126,7 +130,7 @@ pub(crate) fn decode(message: &OwnedMessage) -> Result<Event, String> {
 /// parked events whose retry came due.
 pub(crate) async fn process(
     shared: &Shared,
-    message: &OwnedMessage,
+    message: &Record,
     resume: Option<Resume>,
 ) -> JobOutcome {
     let event = match decode(message) {
@@ -201,7 +205,7 @@ pub(crate) async fn process(
 /// for redelivery) when the consumer stops first.
 async fn park(
     shared: &Shared,
-    message: &OwnedMessage,
+    message: &Record,
     event: &Event,
     retry: &parking::Retry<'_>,
 ) -> JobOutcome {
@@ -229,7 +233,7 @@ async fn park(
 /// Dead-letters an event whose handler `index` failed for good.
 pub(crate) async fn give_up(
     shared: &Shared,
-    message: &OwnedMessage,
+    message: &Record,
     event: &Event,
     index: usize,
     error: &HandlerError,
@@ -416,7 +420,7 @@ pub(crate) async fn run_once(
     // A Forge identity is looked up only where it may be needed: a tenant without a
     // Connect identity, or an event Forge sent.
     let forge = if tenant.is_none() || event.source() == EventSource::Forge {
-        shared.forge.for_tenant(event.client_key()).await?
+        shared.tenants.forge(event.client_key()).await?
     } else {
         None
     };
@@ -496,7 +500,7 @@ async fn attempt_once(
 /// failure guard trips.
 pub(crate) async fn dead_letter(
     shared: &Shared,
-    message: &OwnedMessage,
+    message: &Record,
     event_name: &str,
     letter: &Letter<'_>,
 ) -> JobOutcome {

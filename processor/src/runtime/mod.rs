@@ -14,6 +14,7 @@ mod guard;
 mod offsets;
 mod parking;
 mod prune;
+mod record;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -31,6 +32,7 @@ use tributary_common::shutdown::Shutdown;
 pub(crate) use execute::Shared;
 pub(crate) use guard::FailureGuard;
 pub(crate) use offsets::Assignments;
+pub(crate) use record::Record;
 
 use crate::ProcessorError;
 use crate::observe::{EVENTS_CONSUMED, EVENTS_PARKED, IN_FLIGHT, PARKED_EVENTS};
@@ -48,7 +50,7 @@ const BUFFER_PER_WORKER: usize = 16;
 type KeyId = (String, i32, Vec<u8>);
 
 pub(crate) struct Job {
-    message: OwnedMessage,
+    message: Record,
     generation: u64,
 }
 
@@ -189,13 +191,13 @@ pub(crate) async fn consume(
             }
             received = consumer.recv(), if dispatcher.buffered < max_buffered => {
                 match received {
-                    Ok(message) => dispatcher.receive(message.detach()),
+                    Ok(message) => dispatcher.receive(&message),
                     Err(error) => tracing::warn!(%error, "kafka consumer error"),
                 }
                 // Take what else is ready now, so a partition's next batch has it.
                 while dispatcher.buffered < max_buffered {
                     match consumer.recv().now_or_never() {
-                        Some(Ok(message)) => dispatcher.receive(message.detach()),
+                        Some(Ok(message)) => dispatcher.receive(&message),
                         Some(Err(error)) => tracing::warn!(%error, "kafka consumer error"),
                         None => break,
                     }
@@ -275,14 +277,15 @@ struct Dispatcher<'c> {
     /// Stopping: start nothing new.
     draining: bool,
     in_flight: metrics::Gauge,
-    consumed: HashMap<String, metrics::Counter>,
+    /// Per topic: its consumed counter and its name, shared by its records.
+    consumed: HashMap<String, (metrics::Counter, Arc<str>)>,
     /// Parked keys of each held partition.
     parking: HashMap<(String, i32), PartitionParking>,
     parked_gauge: metrics::Gauge,
     last_refresh: tokio::time::Instant,
 }
 
-fn key_of(message: &OwnedMessage) -> KeyId {
+fn key_of(message: &Record) -> KeyId {
     (
         message.topic().to_string(),
         message.partition(),
@@ -297,16 +300,23 @@ impl Dispatcher<'_> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn receive(&mut self, message: OwnedMessage) {
+    fn receive(&mut self, message: &BorrowedMessage<'_>) {
         let topic = message.topic();
-        match self.consumed.get(topic) {
-            Some(counter) => counter.increment(1),
+        let name = match self.consumed.get(topic) {
+            Some((counter, name)) => {
+                counter.increment(1);
+                name.clone()
+            }
             None => {
                 let counter = metrics::counter!(EVENTS_CONSUMED, "topic" => topic.to_string());
                 counter.increment(1);
-                self.consumed.insert(topic.to_string(), counter);
+                let name: Arc<str> = Arc::from(topic);
+                self.consumed
+                    .insert(topic.to_string(), (counter, name.clone()));
+                name
             }
-        }
+        };
+        let message = Record::copied(message, name);
         let generation =
             self.assignments()
                 .received(message.topic(), message.partition(), message.offset());

@@ -81,27 +81,47 @@ impl PartitionOffsets {
 }
 
 /// The partitions this consumer holds, each tagged with the generation of its assignment,
-/// so results of work from before a revoke are not stored for a later assignment. Keyed by
-/// topic first, so the per-record calls look topics up by `&str` and allocate nothing.
+/// so results of work from before a revoke are not stored for a later assignment. By topic
+/// first, in a list (a consumer reads a few topics), so the per-record calls find a topic by
+/// `&str` with neither a hash nor an allocation.
 #[derive(Debug, Default)]
 pub(crate) struct Assignments {
-    partitions: HashMap<String, HashMap<i32, PartitionOffsets>>,
+    partitions: Vec<(String, HashMap<i32, PartitionOffsets>)>,
     assigned: BTreeSet<(String, i32)>,
     next_generation: u64,
 }
 
 impl Assignments {
+    fn topic(&self, topic: &str) -> Option<&HashMap<i32, PartitionOffsets>> {
+        self.partitions
+            .iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, partitions)| partitions)
+    }
+
+    fn topic_mut(&mut self, topic: &str) -> Option<&mut HashMap<i32, PartitionOffsets>> {
+        self.partitions
+            .iter_mut()
+            .find(|(name, _)| name == topic)
+            .map(|(_, partitions)| partitions)
+    }
+
     fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionOffsets> {
-        self.partitions.get_mut(topic)?.get_mut(&partition)
+        self.topic_mut(topic)?.get_mut(&partition)
     }
 
     /// The partition's offsets, made for a new generation when there are none.
     fn entry(&mut self, topic: &str, partition: i32) -> &mut PartitionOffsets {
         let generation = self.next_generation + 1;
-        let offsets = self
-            .partitions
-            .entry(topic.to_string())
-            .or_default()
+        let index = match self.partitions.iter().position(|(name, _)| name == topic) {
+            Some(index) => index,
+            None => {
+                self.partitions.push((topic.to_string(), HashMap::new()));
+                self.partitions.len() - 1
+            }
+        };
+        let offsets = self.partitions[index]
+            .1
             .entry(partition)
             .or_insert_with(|| PartitionOffsets::new(generation));
         if offsets.generation == generation {
@@ -142,8 +162,7 @@ impl Assignments {
     }
 
     pub fn is_current(&self, topic: &str, partition: i32, generation: u64) -> bool {
-        self.partitions
-            .get(topic)
+        self.topic(topic)
             .and_then(|partitions| partitions.get(&partition))
             .is_some_and(|p| p.generation == generation)
     }
@@ -154,7 +173,7 @@ impl Assignments {
 
     /// Forgets a revoked partition: work still running for it will not be stored.
     pub fn revoke(&mut self, topic: &str, partition: i32) {
-        if let Some(partitions) = self.partitions.get_mut(topic) {
+        if let Some(partitions) = self.topic_mut(topic) {
             partitions.remove(&partition);
         }
         self.assigned.remove(&(topic.to_string(), partition));

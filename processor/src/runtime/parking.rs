@@ -8,14 +8,17 @@
 //! database before it dispatches anything of the partition.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage, Timestamp};
+use bytes::Bytes;
+use rdkafka::Timestamp;
+use rdkafka::message::Headers;
 use tokio::time::Instant;
 use tributary_common::store::{ParkedEvent, ParkedKey};
 
 use super::execute::{Resume, Shared};
+use super::record::{Record, RecordHeaders};
 
 /// What a parked event's retry looks like when it is parked.
 pub(crate) struct Retry<'a> {
@@ -37,7 +40,7 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn record(message: &OwnedMessage) -> ParkedEvent {
+fn record(message: &Record) -> ParkedEvent {
     let headers = message
         .headers()
         .map(|headers| {
@@ -66,11 +69,7 @@ fn record(message: &OwnedMessage) -> ParkedEvent {
 }
 
 /// The parked form of `message`, whose handler `retry.handler` runs again once due.
-pub(crate) fn parked_event(
-    message: &OwnedMessage,
-    client_key: &str,
-    retry: &Retry<'_>,
-) -> ParkedEvent {
+pub(crate) fn parked_event(message: &Record, client_key: &str, retry: &Retry<'_>) -> ParkedEvent {
     let mut parked = record(message);
     parked.client_key = client_key.to_string();
     parked.resume_handler = Some(retry.handler.to_string());
@@ -81,30 +80,27 @@ pub(crate) fn parked_event(
 }
 
 /// The parked form of a record that waits behind an earlier parked event of its key.
-pub(crate) fn behind(message: &OwnedMessage) -> ParkedEvent {
+pub(crate) fn behind(message: &Record) -> ParkedEvent {
     let mut parked = record(message);
     parked.last_error = "waiting behind an earlier parked event of its tenant".into();
     parked
 }
 
 /// The Kafka record a parked event was parked from.
-pub(crate) fn message_of(event: &ParkedEvent) -> OwnedMessage {
-    let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
+pub(crate) fn message_of(event: &ParkedEvent) -> Record {
+    let mut headers = RecordHeaders::default();
     for (name, value) in &event.headers {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value),
-        });
+        headers.push(name, Some(value));
     }
-    OwnedMessage::new(
-        event.payload.clone(),
-        Some(event.key.clone()),
-        event.topic.clone(),
+    Record::new(
+        Arc::from(event.topic.as_str()),
+        event.partition,
+        event.offset,
         event
             .timestamp_ms
             .map_or(Timestamp::NotAvailable, Timestamp::CreateTime),
-        event.partition,
-        event.offset,
+        Some(event.key.clone()),
+        event.payload.clone().map(Bytes::from),
         Some(headers),
     )
 }
@@ -197,6 +193,8 @@ pub(crate) fn instant_of(due_at_ms: i64) -> Instant {
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
     use super::*;
 
     #[test]
@@ -210,14 +208,17 @@ mod tests {
                 key: "ce_type",
                 value: Some("com.atlassian.confluence.page_created"),
             });
-        let message = OwnedMessage::new(
-            Some(b"{\"page\":{}}".to_vec()),
-            Some(b"tenant-a".to_vec()),
-            "events".into(),
-            Timestamp::CreateTime(1_700_000_000_000),
-            3,
-            42,
-            Some(headers),
+        let message = Record::copied(
+            &OwnedMessage::new(
+                Some(b"{\"page\":{}}".to_vec()),
+                Some(b"tenant-a".to_vec()),
+                "events".into(),
+                Timestamp::CreateTime(1_700_000_000_000),
+                3,
+                42,
+                Some(headers),
+            ),
+            Arc::from("events"),
         );
         let retry = Retry {
             handler: "pages",
