@@ -1,6 +1,6 @@
 //! One consumed event as handlers see it: metadata, raw body and typed entities.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -25,7 +25,8 @@ pub enum EventSource {
 /// Where in Kafka an event was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub topic: String,
+    /// Shared by every event of the topic.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }

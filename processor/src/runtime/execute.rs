@@ -102,7 +102,7 @@ enum HandlerEnd {
 /// The event in a record, or why the record is not one.
 pub(crate) fn decode(message: &Record) -> Result<Event, String> {
     let origin = Origin {
-        topic: message.topic().to_string(),
+        topic: message.topic_name().clone(),
         partition: message.partition(),
         offset: message.offset(),
     };

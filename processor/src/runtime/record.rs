@@ -62,6 +62,11 @@ impl Record {
         &self.topic
     }
 
+    /// The topic's name, shared.
+    pub fn topic_name(&self) -> &Arc<str> {
+        &self.topic
+    }
+
     pub fn partition(&self) -> i32 {
         self.partition
     }
