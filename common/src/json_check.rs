@@ -36,6 +36,20 @@ struct Walk<'a> {
     at: usize,
 }
 
+/// Bytes that end a plain run of string content: the quote, the backslash and the control
+/// characters JSON does not allow unescaped.
+const STRING_STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        stops[c] = true;
+        c += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
+
 impl Walk<'_> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
@@ -118,26 +132,32 @@ impl Walk<'_> {
 
     /// A string with no `\u` escape (the text is UTF-8, checked up front).
     fn string(&mut self) -> bool {
-        self.at += 1;
+        let bytes = self.bytes;
+        let mut at = self.at + 1;
         loop {
-            match self.peek() {
+            // Plain content runs to the next stop byte.
+            while at < bytes.len() && !STRING_STOPS[bytes[at] as usize] {
+                at += 1;
+            }
+            match bytes.get(at) {
                 Some(b'"') => {
-                    self.at += 1;
+                    self.at = at + 1;
                     return true;
                 }
-                Some(b'\\') => match self.bytes.get(self.at + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.at += 2,
+                Some(b'\\') => match bytes.get(at + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at += 2,
                     _ => return false,
                 },
-                Some(0x00..=0x1f) | None => return false,
-                Some(_) => self.at += 1,
+                // A control character, or the end of the text.
+                _ => return false,
             }
         }
     }
 
     fn literal(&mut self, literal: &[u8]) -> bool {
-        if self.bytes[self.at..].starts_with(literal) {
-            self.at += literal.len();
+        let end = self.at + literal.len();
+        if self.bytes.get(self.at..end) == Some(literal) {
+            self.at = end;
             true
         } else {
             false
@@ -145,11 +165,14 @@ impl Walk<'_> {
     }
 
     fn digits(&mut self) -> usize {
+        let bytes = self.bytes;
         let start = self.at;
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.at += 1;
+        let mut at = start;
+        while at < bytes.len() && bytes[at].is_ascii_digit() {
+            at += 1;
         }
-        self.at - start
+        self.at = at;
+        at - start
     }
 
     fn number(&mut self) -> bool {

@@ -106,15 +106,13 @@ pub(crate) fn decode(message: &Record) -> Result<Event, String> {
         partition: message.partition(),
         offset: message.offset(),
     };
-    let replayed = message.headers().is_some_and(|headers| {
-        headers
-            .iter()
-            .any(|h| h.key == crate::dlq::header::REPLAYED_AT)
-    });
+    // One pass over the headers: the envelope's, and whether a replay marked the record.
+    let mut replayed = false;
     let headers = message
         .headers()
         .into_iter()
         .flat_map(|headers| headers.iter())
+        .inspect(|h| replayed |= h.key == crate::dlq::header::REPLAYED_AT)
         .map(|h| (h.key, h.value));
     Envelope::decode_shared(message.key(), headers, message.payload_bytes())
         .map_err(|e| format!("not an event envelope: {e}"))

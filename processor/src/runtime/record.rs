@@ -97,18 +97,28 @@ impl Record {
     }
 }
 
-/// Where one header lies in [`RecordHeaders::bytes`]: its name, then its value (`None`
-/// for a header without one, which Kafka tells apart from an empty value).
+/// Where one header lies: its name ends at `name_end` in [`RecordHeaders::names`], its value
+/// at `value_end` in [`RecordHeaders::values`]; each starts where the header before it
+/// ended. A header without a value (which Kafka tells apart from an empty one) has
+/// `has_value` false and takes no bytes.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     name_end: u32,
-    value_end: Option<u32>,
+    value_end: u32,
+    has_value: bool,
 }
 
-/// A record's headers, in order, names and values back to back in one buffer.
+/// Room for a record's headers before any growing: the envelope's eight headers take about
+/// 250 bytes.
+const NAMES_CAPACITY: usize = 128;
+const VALUES_CAPACITY: usize = 384;
+
+/// A record's headers, in order: the names back to back in one string (read back with no
+/// UTF-8 check), the values in one buffer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecordHeaders {
-    bytes: Vec<u8>,
+    names: String,
+    values: Vec<u8>,
     spans: Vec<Span>,
 }
 
@@ -117,7 +127,8 @@ impl RecordHeaders {
     /// Kafka record (its size is an int32), so offsets fit.
     pub fn copied(headers: &impl Headers) -> RecordHeaders {
         let mut all = RecordHeaders {
-            bytes: Vec::new(),
+            names: String::with_capacity(NAMES_CAPACITY),
+            values: Vec::with_capacity(VALUES_CAPACITY),
             spans: Vec::with_capacity(headers.count()),
         };
         for header in headers.iter() {
@@ -128,15 +139,14 @@ impl RecordHeaders {
 
     /// Adds a header at the end.
     pub fn push(&mut self, name: &str, value: Option<&[u8]>) {
-        self.bytes.extend_from_slice(name.as_bytes());
-        let name_end = offset_of(self.bytes.len());
-        let value_end = value.map(|value| {
-            self.bytes.extend_from_slice(value);
-            offset_of(self.bytes.len())
-        });
+        self.names.push_str(name);
+        if let Some(value) = value {
+            self.values.extend_from_slice(value);
+        }
         self.spans.push(Span {
-            name_end,
-            value_end,
+            name_end: offset_of(self.names.len()),
+            value_end: offset_of(self.values.len()),
+            has_value: value.is_some(),
         });
     }
 }
@@ -152,15 +162,15 @@ impl Headers for RecordHeaders {
 
     fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
         let span = self.spans.get(idx)?;
-        let start = match idx.checked_sub(1).and_then(|before| self.spans.get(before)) {
-            Some(before) => before.value_end.unwrap_or(before.name_end),
-            None => 0,
-        } as usize;
-        let name_end = span.name_end as usize;
-        let key = std::str::from_utf8(self.bytes.get(start..name_end)?).ok()?;
-        let value = match span.value_end {
-            Some(end) => Some(self.bytes.get(name_end..end as usize)?),
-            None => None,
+        let (name_start, value_start) = match idx.checked_sub(1).and_then(|i| self.spans.get(i)) {
+            Some(before) => (before.name_end as usize, before.value_end as usize),
+            None => (0, 0),
+        };
+        let key = self.names.get(name_start..span.name_end as usize)?;
+        let value = if span.has_value {
+            Some(self.values.get(value_start..span.value_end as usize)?)
+        } else {
+            None
         };
         Some(Header { key, value })
     }
