@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use super::SharedSecret;
-use super::canonical::{CONTEXT_QSH, accepted_qshes, qsh};
+use super::canonical::{CONTEXT_QSH, accepted_qsh_hexes, qsh};
 use super::error::AuthError;
 
 /// Seconds since the Unix epoch.
@@ -321,10 +321,10 @@ impl<'a> UnverifiedToken<'a> {
                 return Err(AuthError::ContextQshNotAllowed);
             }
         } else {
-            let accepted = accepted_qshes(request.method, request.target, request.base_path);
+            let accepted = accepted_qsh_hexes(request.method, request.target, request.base_path);
             // Both compared, so the time taken does not tell which form came close.
             let matches = accepted.iter().fold(false, |any, qsh| {
-                constant_time_eq(claimed.as_bytes(), qsh.as_bytes()) | any
+                constant_time_eq(claimed.as_bytes(), qsh) | any
             });
             if !matches {
                 return Err(AuthError::QshMismatch);
