@@ -5,13 +5,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use futures::future::BoxFuture;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{Layer, Service};
 
 use crate::rejection::{Refused, Rejection};
 
@@ -146,23 +150,65 @@ impl EdgeLayers {
     where
         S: Clone + Send + Sync + 'static,
     {
-        route.route_layer(from_fn_with_state(
-            Edge {
-                labels,
-                shared: self.shared.clone(),
-                metrics: Arc::default(),
-            },
-            edge,
-        ))
+        route.route_layer(EdgeLayer(Arc::new(Edge {
+            labels,
+            shared: self.shared.clone(),
+            metrics: Arc::default(),
+        })))
     }
 }
 
 /// What the edge layer of one route needs.
-#[derive(Clone)]
 struct Edge {
     labels: RouteLabels,
     shared: Arc<EdgeShared>,
     metrics: Arc<RouteMetrics>,
+}
+
+/// The edge as a service of its own rather than a `from_fn` middleware, which per request
+/// clones its state twice, takes the request apart and back together for its extractors,
+/// and boxes the rest of the stack once more.
+#[derive(Clone)]
+struct EdgeLayer(Arc<Edge>);
+
+impl<I> Layer<I> for EdgeLayer {
+    type Service = EdgeService<I>;
+
+    fn layer(&self, inner: I) -> EdgeService<I> {
+        EdgeService {
+            edge: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct EdgeService<I> {
+    edge: Arc<Edge>,
+    inner: I,
+}
+
+impl<I> Service<Request> for EdgeService<I>
+where
+    I: Service<Request, Error = Infallible> + Clone + Send + 'static,
+    I::Response: IntoResponse,
+    I::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clone left behind has not been polled ready; the one that has serves this call.
+        let not_ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, not_ready);
+        let edge = self.edge.clone();
+        Box::pin(async move { Ok(edge_run(&edge, request, inner).await) })
+    }
 }
 
 /// Holds one in-flight slot; the gauge follows it even when a request is abandoned.
@@ -188,17 +234,24 @@ impl Drop for InFlight {
     }
 }
 
-async fn edge(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+async fn edge_run<I>(edge: &Edge, request: Request, mut inner: I) -> Response
+where
+    I: Service<Request, Error = Infallible>,
+    I::Response: IntoResponse,
+{
     let started = Instant::now();
     let event = edge.metrics.event(edge.labels.event(request.uri().path()));
     let response = match edge.shared.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
             let _slot = InFlight::new(permit, &edge.shared.in_flight_gauge);
-            next.run(request).await
+            match inner.call(request).await {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            }
         }
         Err(_) => Rejection::Overloaded.into_response(),
     };
-    finish(&edge, &event, response, started)
+    finish(edge, &event, response, started)
 }
 
 fn finish(

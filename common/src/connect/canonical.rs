@@ -64,10 +64,29 @@ fn canonical_string(
     request_target: &str,
     base_path: &str,
 ) -> String {
-    let (path, query) = match request_target.split_once('?') {
+    let (path, query) = split_target(request_target);
+    // Most requests (every webhook) have no query: their canonical form is built in one
+    // buffer, without the parameter machinery's allocations.
+    if query.is_empty() {
+        return canonical_string_without_query(method, path, base_path);
+    }
+    general_canonical_string(form, method, path, query, base_path)
+}
+
+fn split_target(request_target: &str) -> (&str, &str) {
+    match request_target.split_once('?') {
         Some((path, query)) => (path, query),
         None => (request_target, ""),
-    };
+    }
+}
+
+fn general_canonical_string(
+    form: CanonicalForm,
+    method: &str,
+    path: &str,
+    query: &str,
+    base_path: &str,
+) -> String {
     format!(
         "{}&{}&{}",
         method.to_ascii_uppercase(),
@@ -76,8 +95,50 @@ fn canonical_string(
     )
 }
 
+/// `METHOD&PATH&` as [`general_canonical_string`] builds it for an empty query.
+fn canonical_string_without_query(method: &str, path: &str, base_path: &str) -> String {
+    let relative = relative_path(path, base_path);
+    let mut out = String::with_capacity(method.len() + relative.len() + 3);
+    out.push_str(method);
+    out.make_ascii_uppercase();
+    out.push('&');
+    let path_start = out.len();
+    if !relative.starts_with('/') {
+        out.push('/');
+    }
+    let mut pieces = relative.split('&');
+    if let Some(first) = pieces.next() {
+        out.push_str(first);
+    }
+    for piece in pieces {
+        out.push_str("%26");
+        out.push_str(piece);
+    }
+    // `%26` never ends in `/`, so trimming after the replacement trims what
+    // `canonical_path` trims before it.
+    if out.len() - path_start > 1 && out.ends_with('/') {
+        out.pop();
+    }
+    out.push('&');
+    out
+}
+
 fn hash(canonical: &str) -> String {
     hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// A qsh as lowercase hex, on the stack.
+pub(crate) type QshHex = [u8; 64];
+
+fn hash_hex(canonical: &str) -> QshHex {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut out = [0u8; 64];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    out
 }
 
 /// Shorthand for the hash alone, in the Java form (what outbound requests are signed with).
@@ -88,32 +149,44 @@ pub fn qsh(method: &str, request_target: &str, base_path: &str) -> String {
 /// The hashes of a received request in both forms: a token is good if its qsh matches
 /// either (Confluence signs with the Java one, atlassian-connect-express with the other).
 pub fn accepted_qshes(method: &str, request_target: &str, base_path: &str) -> [String; 2] {
+    accepted_qsh_hexes(method, request_target, base_path)
+        .map(|hex| hex.iter().map(|&digit| char::from(digit)).collect())
+}
+
+/// [`accepted_qshes`] without an allocation per hash, for the check of every request.
+pub(crate) fn accepted_qsh_hexes(
+    method: &str,
+    request_target: &str,
+    base_path: &str,
+) -> [QshHex; 2] {
     let java = canonical_string(CanonicalForm::Java, method, request_target, base_path);
-    let java_qsh = hash(&java);
+    let java_qsh = hash_hex(&java);
     // Without a query both forms are `METHOD&PATH&` (most webhooks): the second is neither
     // built nor hashed.
-    let has_query = request_target
-        .split_once('?')
-        .is_some_and(|(_, query)| !query.is_empty());
-    if !has_query {
-        return [java_qsh.clone(), java_qsh];
+    if split_target(request_target).1.is_empty() {
+        return [java_qsh, java_qsh];
     }
     let javascript = canonical_string(CanonicalForm::JavaScript, method, request_target, base_path);
     // The forms differ only for unusual queries: the same string needs hashing once.
     let javascript_qsh = if javascript == java {
-        java_qsh.clone()
+        java_qsh
     } else {
-        hash(&javascript)
+        hash_hex(&javascript)
     };
     [java_qsh, javascript_qsh]
 }
 
-fn canonical_path(path: &str, base_path: &str) -> String {
+/// `path` with the base path taken off, when it starts with it on a segment boundary.
+fn relative_path<'a>(path: &'a str, base_path: &str) -> &'a str {
     let base = base_path.trim_end_matches('/');
-    let relative = match path.strip_prefix(base) {
+    match path.strip_prefix(base) {
         Some(rest) if !base.is_empty() && (rest.is_empty() || rest.starts_with('/')) => rest,
         _ => path,
-    };
+    }
+}
+
+fn canonical_path(path: &str, base_path: &str) -> String {
+    let relative = relative_path(path, base_path);
     let mut out = String::with_capacity(relative.len() + 1);
     if !relative.starts_with('/') {
         out.push('/');
@@ -313,7 +386,78 @@ mod tests {
         );
     }
 
+    #[test]
+    fn targets_without_a_query_build_what_the_general_path_builds() {
+        let methods = ["POST", "get", "pAtCh", "", "é&x", "p\u{0}st"];
+        let paths = [
+            "",
+            "/",
+            "//",
+            "/webhooks/page_created",
+            "/webhooks/page_created/",
+            "a",
+            "a/",
+            "&",
+            "/&",
+            "/a&b&&c/",
+            "&/",
+            "/wiki",
+            "/wiki/",
+            "/wiki/x/",
+            "/wikipedia/x",
+            "/wiki&/x",
+            "/é/ü/",
+            "%26/x",
+            "?",
+            "/x?",
+        ];
+        let bases = ["", "/", "/wiki", "/wiki/", "wiki", "/wiki//", "/é", "&"];
+        for method in methods {
+            for target in paths {
+                for base in bases {
+                    let (path, query) = split_target(target);
+                    if !query.is_empty() {
+                        continue;
+                    }
+                    let general =
+                        general_canonical_string(CanonicalForm::Java, method, path, "", base);
+                    assert_eq!(
+                        canonical_string_without_query(method, path, base),
+                        general,
+                        "{method:?} {target:?} {base:?}"
+                    );
+                    for form in [CanonicalForm::Java, CanonicalForm::JavaScript] {
+                        assert_eq!(canonical_string(form, method, target, base), general);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_hex_hash_is_the_string_hash() {
+        for canonical in ["", "POST&/webhooks/page_created&", "GET&/x&a=1&b=%C3%A9"] {
+            assert_eq!(hash_hex(canonical).as_slice(), hash(canonical).as_bytes());
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_target_without_a_query_builds_what_the_general_path_builds(method in ".{0,8}", path in "[^?]{0,60}", base in ".{0,20}", mark in proptest::bool::ANY) {
+            let target = if mark { format!("{path}?") } else { path.clone() };
+            let general = general_canonical_string(CanonicalForm::Java, &method, &path, "", &base);
+            prop_assert_eq!(canonical_string(CanonicalForm::Java, &method, &target, &base), general.clone());
+            prop_assert_eq!(canonical_string(CanonicalForm::JavaScript, &method, &target, &base), general);
+        }
+
+        #[test]
+        fn a_slash_and_ampersand_heavy_path_builds_what_the_general_path_builds(method in "[a-zA-Z&]{0,6}", path in "[/&a]{0,12}", base in "[/&a]{0,6}") {
+            prop_assert_eq!(
+                canonical_string_without_query(&method, &path, &base),
+                general_canonical_string(CanonicalForm::Java, &method, &path, "", &base)
+            );
+        }
+
         #[test]
         fn never_panics_on_arbitrary_targets(method in ".{0,8}", target in ".{0,200}", base in ".{0,20}") {
             let got = CanonicalRequest::new(&method, &target, &base);

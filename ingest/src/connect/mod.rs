@@ -23,7 +23,7 @@ use tributary_common::hosts::HostAllowlist;
 use crate::app::AppState;
 use crate::body::request_query;
 use crate::observe::{EdgeLayers, EventLabel, RouteLabels};
-use descriptor::{DESCRIPTOR_PATH, WEBHOOK_ROUTE, WebhookEvents, lifecycle_path};
+use descriptor::{DESCRIPTOR_PATH, WEBHOOK_ROUTE, WebhookEvents, lifecycle_path, webhook_path};
 use secrets::TenantSecrets;
 
 /// What the Connect routes need besides the shared state.
@@ -60,8 +60,25 @@ pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers, lifecycle_edge: &Edge
         )
         .route(
             WEBHOOK_ROUTE,
-            edge.wrap(post(webhook::webhook), webhook_labels),
+            edge.wrap(post(webhook::webhook), webhook_labels.clone()),
         );
+    // Each subscribed event also has a route of its own, which the router prefers to the
+    // parameter route: a webhook then costs no path parameter (its percent-decoding, its
+    // allocations, its extraction). Any other path under `/webhooks/` (an unknown event,
+    // one spelled with percent-escapes) still goes to the parameter route and gets its
+    // answer there.
+    for name in state.events.iter() {
+        let event = name.to_string();
+        routes = routes.route(
+            &webhook_path(name),
+            edge.wrap(
+                post(move |State(state), request| {
+                    webhook::webhook_named(state, event.clone(), request)
+                }),
+                webhook_labels.clone(),
+            ),
+        );
+    }
     for kind in LifecycleEventType::ALL {
         routes = routes.route(
             &lifecycle_path(kind),

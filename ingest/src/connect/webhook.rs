@@ -22,6 +22,24 @@ pub async fn webhook(
     let Ok(Path(event)) = event else {
         return Err(Rejection::UnknownEvent);
     };
+    handle(connect, event, request).await
+}
+
+/// The route of one subscribed event, named in its path: the same answers as [`webhook`]
+/// without the path parameter's extraction and percent-decoding per request.
+pub async fn webhook_named(
+    connect: Arc<ConnectState>,
+    event: String,
+    request: Request,
+) -> Result<Response, Rejection> {
+    handle(connect, event, request).await
+}
+
+async fn handle(
+    connect: Arc<ConnectState>,
+    event: String,
+    request: Request,
+) -> Result<Response, Rejection> {
     let app = &connect.app;
     if !connect.events.contains(&event) {
         return Err(Rejection::UnknownEvent);

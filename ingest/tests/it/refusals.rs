@@ -585,3 +585,62 @@ async fn post_chunked(
     }
     (status, text)
 }
+
+/// A subscribed event has a route of its own besides the parameter route: both give every
+/// request the same answer. `page%5Fcreated` is `page_created` to the parameter route (it
+/// percent-decodes) and matches no route of its own, so it takes the general way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_route_answers_as_the_parameter_route() {
+    let world = world().await;
+    let ingest = world.ingest(&[]).await;
+    let known = Tenant::new("known");
+    assert_eq!(ingest.install(&known).await.status(), 204);
+    let body = page_event("either-route");
+    let answers = |target: &'static str| {
+        let request = || Raw::post_bytes(target, body.clone());
+        vec![
+            ("signed", request().token(&known.token(target))),
+            ("no token", request()),
+            (
+                "wrong secret",
+                request().token(&known.rotated().token(target)),
+            ),
+            (
+                "qsh of another event",
+                request().token(&known.token("/webhooks/page_updated")),
+            ),
+            (
+                "not JSON",
+                request()
+                    .token(&known.token(target))
+                    .clone_with_body(b"page_created!".to_vec()),
+            ),
+            (
+                "wrong content type",
+                request()
+                    .token(&known.token(target))
+                    .header("content-type", "text/plain"),
+            ),
+        ]
+    };
+    let mut seen = Vec::new();
+    for target in [HOOK, "/webhooks/page%5Fcreated"] {
+        let mut answered = Vec::new();
+        for (name, request) in answers(target) {
+            let response = ingest.send(&request).await;
+            answered.push((name, response.status().as_u16(), response.code()));
+        }
+        seen.push(answered);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!((seen[0][0].1, seen[0][1].1), (204, 401));
+    let records = world.records(EVENTS_TOPIC).await;
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert_eq!(
+            header(record, "ce_type").as_deref(),
+            Some("com.atlassian.confluence.page_created")
+        );
+    }
+    ingest.stop().await.expect("clean stop");
+}

@@ -437,6 +437,69 @@ fn the_keyed_hmac_agrees_with_jsonwebtoken() {
     );
 }
 
+/// The header segments recognised without decoding read, through both general readers,
+/// as what the recognition answers.
+#[test]
+fn plain_hs256_headers_read_as_the_general_readers_read_them() {
+    for segment in PLAIN_HS256_HEADERS {
+        let header: lean::Header = decode_json_object(segment).expect("a JSON object");
+        assert_eq!(header.alg.as_deref(), Some("HS256"), "{segment}");
+        assert!(matches!(header.kid, lean::Kid::Absent), "{segment}");
+        let library = jsonwebtoken::decode_header(format!("{segment}.e30.c2ln")).expect("header");
+        assert_eq!(library.alg, Algorithm::HS256, "{segment}");
+        assert_eq!(library.kid, None, "{segment}");
+    }
+    let good = sign_from_confluence("tenant-a", SECRET, WEBHOOK, now_unix(), 180);
+    assert!(is_plain_hs256_header(
+        good.split('.').next().expect("a header segment")
+    ));
+    // Near misses go the general way and are refused or read as before.
+    for segment in [
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9=",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ",
+        "EyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+    ] {
+        assert!(!is_plain_hs256_header(segment));
+    }
+}
+
+/// A token whose header is recognised gets the answers of one whose same header is decoded.
+#[test]
+fn recognised_headers_answer_as_decoded_ones() {
+    let secret = SharedSecret::new(SECRET);
+    let key = Hs256Key::new(&secret);
+    let good = sign_from_confluence("tenant-a", SECRET, WEBHOOK, now_unix(), 180);
+    let (header, rest) = good.split_once('.').expect("three segments");
+    let (payload, signature) = rest.split_once('.').expect("three segments");
+    assert!(is_plain_hs256_header(header));
+    for raw in [
+        good.clone(),
+        format!("{header}.{payload}.{}", &signature[1..]),
+        format!("{header}.{payload}=.{signature}"),
+        format!("{header}.{payload}.{signature}="),
+    ] {
+        let Ok(token) = UnverifiedToken::parse(&raw) else {
+            panic!("{raw} parses");
+        };
+        let recognised = token
+            .check_hs256_keyed(&key, WEBHOOK, QshPolicy::RequestOnly, now_unix(), 30)
+            .map_err(|e| e.code());
+        let library = token
+            .verify_signature(
+                &DecodingKey::from_secret(SECRET.as_bytes()),
+                Algorithm::HS256,
+            )
+            .and_then(|()| {
+                token.verify_time_and_qsh(WEBHOOK, QshPolicy::RequestOnly, now_unix(), 30)
+            })
+            .map(|_| ())
+            .map_err(|e| e.code());
+        assert_eq!(recognised, library, "{raw}");
+        assert_eq!(token.algorithm(), "HS256");
+        assert_eq!(token.key_id(), None);
+    }
+}
+
 proptest! {
     #[test]
     fn parsing_arbitrary_strings_never_panics(raw in ".{0,300}") {
