@@ -477,6 +477,8 @@ impl InsertRecords for sqlx::PgConnection {
 }
 
 impl InsertRecords for sqlx::SqliteConnection {
+    /// Always returning what it inserted: the development backend does not need the
+    /// cheaper form.
     async fn insert_records(
         &mut self,
         runs: &[HandlerRun<'_>],
@@ -488,34 +490,10 @@ impl InsertRecords for sqlx::SqliteConnection {
         let statement = format!(
             "INSERT INTO handled_events \
              (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
-             VALUES {} ON CONFLICT DO NOTHING{}",
-            rows.join(", "),
-            if returning {
-                " RETURNING handler, event_id"
-            } else {
-                ""
-            }
+             VALUES {} ON CONFLICT DO NOTHING RETURNING handler, event_id",
+            rows.join(", ")
         );
-        if returning {
-            let mut insert = sqlx::query_as::<_, (String, String)>(&statement);
-            for run in runs {
-                let event = &run.event;
-                insert = insert
-                    .bind(event.handler)
-                    .bind(event.event_id)
-                    .bind(event.client_key)
-                    .bind(event.event_type)
-                    .bind(event.topic)
-                    .bind(event.partition)
-                    .bind(event.offset);
-            }
-            let rows = insert.fetch_all(self).await?;
-            return Ok(Inserted {
-                count: rows.len() as u64,
-                rows,
-            });
-        }
-        let mut insert = sqlx::query(&statement);
+        let mut insert = sqlx::query_as::<_, (String, String)>(&statement);
         for run in runs {
             let event = &run.event;
             insert = insert
@@ -527,10 +505,10 @@ impl InsertRecords for sqlx::SqliteConnection {
                 .bind(event.partition)
                 .bind(event.offset);
         }
-        let done = insert.execute(self).await?;
+        let rows = insert.fetch_all(self).await?;
         Ok(Inserted {
-            count: done.rows_affected(),
-            rows: Vec::new(),
+            count: rows.len() as u64,
+            rows: if returning { rows } else { Vec::new() },
         })
     }
 }
