@@ -52,7 +52,9 @@ async fn a_post_is_retried_after_429_because_it_was_not_processed() {
 
 #[tokio::test(start_paused = true)]
 async fn three_503s_then_200_succeeds() {
-    let harness = Harness::start(&[]).await;
+    // Waits of about 1, 2 and 4 s, jittered by up to 30%: the last may pass the default
+    // 5 s after which a request leaves its wait to the caller (to park the event).
+    let harness = Harness::start(&[("TRIBUTARY_PROCESSOR_PARK_AFTER_MS", "60000")]).await;
     for _ in 0..3 {
         harness
             .confluence
