@@ -428,30 +428,32 @@ impl InsertRecords for sqlx::PgConnection {
         runs: &[HandlerRun<'a>],
         returning: bool,
     ) -> Result<Inserted, sqlx::Error> {
+        use sqlx::Arguments as _;
         const INSERT: &str = "INSERT INTO handled_events \
              (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                                   $6::int4[], $7::int8[]) \
              ON CONFLICT DO NOTHING";
-        const INSERT_RETURNING: &str = "INSERT INTO handled_events \
-             (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                  $6::int4[], $7::int8[]) \
-             ON CONFLICT DO NOTHING RETURNING handler, event_id";
         let column = |f: fn(HandledEvent<'a>) -> &'a str| -> Vec<&'a str> {
             runs.iter().map(|run| f(run.event)).collect()
         };
+        let mut arguments = sqlx::postgres::PgArguments::default();
+        for text in [
+            column(|e| e.handler),
+            column(|e| e.event_id),
+            column(|e| e.client_key),
+            column(|e| e.event_type),
+            column(|e| e.topic),
+        ] {
+            arguments.add(text).map_err(sqlx::Error::Encode)?;
+        }
         let partitions: Vec<i32> = runs.iter().map(|run| run.event.partition).collect();
         let offsets: Vec<i64> = runs.iter().map(|run| run.event.offset).collect();
+        arguments.add(partitions).map_err(sqlx::Error::Encode)?;
+        arguments.add(offsets).map_err(sqlx::Error::Encode)?;
         if returning {
-            let rows: Vec<(String, String)> = sqlx::query_as(INSERT_RETURNING)
-                .bind(column(|e| e.handler))
-                .bind(column(|e| e.event_id))
-                .bind(column(|e| e.client_key))
-                .bind(column(|e| e.event_type))
-                .bind(column(|e| e.topic))
-                .bind(partitions)
-                .bind(offsets)
+            let statement = format!("{INSERT} RETURNING handler, event_id");
+            let rows: Vec<(String, String)> = sqlx::query_as_with(&statement, arguments)
                 .fetch_all(self)
                 .await?;
             return Ok(Inserted {
@@ -459,16 +461,7 @@ impl InsertRecords for sqlx::PgConnection {
                 rows,
             });
         }
-        let done = sqlx::query(INSERT)
-            .bind(column(|e| e.handler))
-            .bind(column(|e| e.event_id))
-            .bind(column(|e| e.client_key))
-            .bind(column(|e| e.event_type))
-            .bind(column(|e| e.topic))
-            .bind(partitions)
-            .bind(offsets)
-            .execute(self)
-            .await?;
+        let done = sqlx::query_with(INSERT, arguments).execute(self).await?;
         Ok(Inserted {
             count: done.rows_affected(),
             rows: Vec::new(),
