@@ -113,6 +113,7 @@ pub struct Config {
     pub processor_group_id: String,
     pub processor_topics: Vec<String>,
     pub processor_concurrency: u64,
+    pub processor_batch_wait_ms: u64,
     pub processor_max_attempts: u64,
     pub processor_retry_initial_ms: u64,
     pub processor_retry_max_ms: u64,

@@ -1,4 +1,4 @@
-//! One batch of records from one partition: one query for what was handled before, the
+//! One batch of records, from one or more partitions: one query for what was handled before, the
 //! tenants' events run (each tenant's in order, different tenants concurrently), then one
 //! transaction for every handled-event record and state write of the batch.
 //!
@@ -88,11 +88,15 @@ pub(crate) async fn run(shared: Arc<Shared>, workers: Arc<Semaphore>, jobs: Vec<
         return pending(jobs);
     };
 
-    // The records of each key, in offset order.
+    // The records of each key of each partition, in offset order.
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_key: HashMap<&[u8], usize> = HashMap::new();
+    let mut by_key: HashMap<(&str, i32, &[u8]), usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        let key = job.message.key().unwrap_or_default();
+        let key = (
+            job.message.topic(),
+            job.message.partition(),
+            job.message.key().unwrap_or_default(),
+        );
         let group = *by_key.entry(key).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1

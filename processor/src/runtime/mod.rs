@@ -1,6 +1,7 @@
-//! The consumer runtime. One dispatcher reads records and, per partition, hands what is
-//! ready to a batch (`batch`): one handled-before query, each key's records in order and
-//! different keys concurrently (up to `processor_concurrency` events at once), one commit.
+//! The consumer runtime. One dispatcher reads records and hands what is ready, from the
+//! partitions with no batch running, to a batch (`batch`): one handled-before query, each
+//! key's records in order and different keys concurrently (up to `processor_concurrency`
+//! events at once), one commit.
 //! Only once a batch has committed are its offsets stored, for librdkafka's auto-commit.
 //! A key whose event needs retries leaves the batches for a lane of its own until its
 //! queue is empty, so it holds up neither its batch nor the partition. A retry due later
@@ -63,8 +64,8 @@ struct Finished {
 
 enum Done {
     Batch {
-        topic: String,
-        partition: i32,
+        /// The partitions the batch took records of.
+        members: Vec<(String, i32)>,
         done: BatchDone,
     },
     Lane(Finished),
@@ -149,6 +150,8 @@ pub(crate) async fn consume(
         parking: HashMap::new(),
         parked_gauge: metrics::gauge!(PARKED_EVENTS),
         last_refresh: tokio::time::Instant::now(),
+        batch_wait: Duration::from_millis(config.processor_batch_wait_ms),
+        gather_until: None,
     };
     execute::take_instruments(&shared);
     let background = Shutdown::new();
@@ -166,10 +169,20 @@ pub(crate) async fn consume(
     let max_buffered = concurrency.saturating_mul(BUFFER_PER_WORKER).max(MAX_BATCH);
     let mut parking_tick = tokio::time::interval(PARKING_TICK);
     parking_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let gather = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(gather);
+    let mut gather_set = None;
     let stop = loop {
+        if let Some(until) = dispatcher.gather_until
+            && (gather_set != Some(until) || gather.is_elapsed())
+        {
+            gather.as_mut().reset(until);
+            gather_set = Some(until);
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Stop::Shutdown,
+            () = &mut gather, if dispatcher.gather_until.is_some() => dispatcher.dispatch_ready(),
             _ = parking_tick.tick() => {
                 if dispatcher.tend_parked() {
                     break Stop::GuardTripped;
@@ -202,7 +215,7 @@ pub(crate) async fn consume(
                         None => break,
                     }
                 }
-                dispatcher.dispatch_all();
+                dispatcher.dispatch_ready();
             }
         }
     };
@@ -258,6 +271,8 @@ struct PartitionQueue {
     /// results commit soon after it is assigned, and doubles them up to `MAX_BATCH` while
     /// records keep coming.
     bound: usize,
+    /// When the oldest record in `ready` arrived (or was left there by a batch's take).
+    since: Option<tokio::time::Instant>,
 }
 
 /// The bound of a partition's first batch.
@@ -283,6 +298,10 @@ struct Dispatcher<'c> {
     parking: HashMap<(String, i32), PartitionParking>,
     parked_gauge: metrics::Gauge,
     last_refresh: tokio::time::Instant,
+    /// How long a partition's oldest record may wait for more to join its batch.
+    batch_wait: Duration,
+    /// When records are waiting for more to join them: when to start their batch.
+    gather_until: Option<tokio::time::Instant>,
 }
 
 fn key_of(message: &Record) -> KeyId {
@@ -330,11 +349,11 @@ impl Dispatcher<'_> {
             self.partitions.insert(topic.to_string(), HashMap::new());
         }
         if let Some(partitions) = self.partitions.get_mut(topic) {
-            partitions
-                .entry(job.message.partition())
-                .or_default()
-                .ready
-                .push_back(job);
+            let queue = partitions.entry(job.message.partition()).or_default();
+            if queue.ready.is_empty() {
+                queue.since = Some(tokio::time::Instant::now());
+            }
+            queue.ready.push_back(job);
         }
     }
 
@@ -342,36 +361,87 @@ impl Dispatcher<'_> {
         self.partitions.get_mut(topic)?.get_mut(&partition)
     }
 
-    fn dispatch_all(&mut self) {
-        let mut ready = Vec::new();
-        for (topic, partitions) in &self.partitions {
-            for (partition, queue) in partitions {
-                if !queue.busy && !queue.ready.is_empty() {
-                    ready.push((topic.clone(), *partition));
-                }
-            }
-        }
-        for (topic, partition) in ready {
-            self.dispatch(&topic, partition);
-        }
-    }
-
-    /// Starts the partition's next batch, if it has records and no batch running.
-    fn dispatch(&mut self, topic: &str, partition: i32) {
+    /// Starts batches from the partitions that have records and no batch running. Unless
+    /// a full batch is ready, it first lets the oldest waiting record wait `batch_wait`, so
+    /// that at a modest rate a batch gathers more than one or two events: each batch costs
+    /// a handled-before query and a commit whatever its size. A batch takes records of
+    /// several partitions, each partition's whole take in one batch, up to `MAX_BATCH`.
+    fn dispatch_ready(&mut self) {
+        self.gather_until = None;
         if self.draining {
             return;
         }
-        let Some(queue) = self
-            .partitions
-            .get_mut(topic)
-            .and_then(|partitions| partitions.get_mut(&partition))
-        else {
-            return;
-        };
-        if queue.busy || queue.ready.is_empty() {
+        let mut idle = Vec::new();
+        for (topic, partitions) in &self.partitions {
+            for (partition, queue) in partitions {
+                if !queue.busy && !queue.ready.is_empty() {
+                    idle.push((topic.clone(), *partition));
+                }
+            }
+        }
+        let mut candidates = Vec::with_capacity(idle.len());
+        let mut available = 0;
+        let mut oldest: Option<tokio::time::Instant> = None;
+        for (topic, partition) in idle {
+            let Some(generation) = self.drop_stale(&topic, partition) else {
+                continue;
+            };
+            // Nothing of a partition runs before its parked keys are known.
+            if !self.parking_known(&topic, partition, generation) {
+                continue;
+            }
+            let Some(queue) = self.queue_mut(&topic, partition) else {
+                continue;
+            };
+            available += queue.ready.len().min(queue.bound.max(FIRST_BATCH));
+            oldest = match (oldest, queue.since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            candidates.push((topic, partition, generation));
+        }
+        if candidates.is_empty() {
             return;
         }
-        // Records from before a revoke will be delivered again; the current ones decide.
+        if available < MAX_BATCH
+            && let Some(oldest) = oldest
+        {
+            let due = oldest + self.batch_wait;
+            if due > tokio::time::Instant::now() {
+                self.gather_until = Some(due);
+                return;
+            }
+        }
+        let mut jobs = Vec::new();
+        let mut members = Vec::new();
+        for (topic, partition, generation) in candidates {
+            let take = self.queue_mut(&topic, partition).map_or(0, |queue| {
+                queue.ready.len().min(queue.bound.max(FIRST_BATCH))
+            });
+            if !jobs.is_empty() && jobs.len() + take > MAX_BATCH {
+                self.spawn_batch(std::mem::take(&mut members), std::mem::take(&mut jobs));
+            }
+            let taken = self.take(&topic, partition, generation, take);
+            if !taken.is_empty() {
+                if let Some(queue) = self.queue_mut(&topic, partition) {
+                    queue.busy = true;
+                }
+                jobs.extend(taken);
+                members.push((topic, partition));
+            }
+        }
+        if !jobs.is_empty() {
+            self.spawn_batch(members, jobs);
+        }
+    }
+
+    /// Drops the partition's records from before a revoke (they will be delivered again;
+    /// the current ones decide) and returns the generation of the first one left.
+    fn drop_stale(&mut self, topic: &str, partition: i32) -> Option<u64> {
+        let queue = self
+            .partitions
+            .get_mut(topic)
+            .and_then(|partitions| partitions.get_mut(&partition))?;
         let mut stale = 0;
         {
             let assignments = self
@@ -386,24 +456,26 @@ impl Dispatcher<'_> {
                 stale += 1;
             }
         }
+        if queue.ready.is_empty() {
+            queue.since = None;
+        }
         let generation = queue.ready.front().map(|job| job.generation);
         self.set_buffered(self.buffered.saturating_sub(stale));
-        let Some(generation) = generation else {
-            return;
-        };
-        // Nothing of a partition runs before its parked keys are known.
-        if !self.parking_known(topic, partition, generation) {
-            return;
-        }
+        generation
+    }
+
+    /// Takes up to `take` of the partition's records for a batch: those of keys in a lane
+    /// join their lane, those of parked keys are parked behind them, the rest are returned.
+    fn take(&mut self, topic: &str, partition: i32, generation: u64, take: usize) -> Vec<Job> {
         let Some(queue) = self.queue_mut(topic, partition) else {
-            return;
+            return Vec::new();
         };
         let bound = queue.bound.max(FIRST_BATCH);
         queue.bound = (bound * 2).min(MAX_BATCH);
-        let taken: Vec<Job> = {
-            let n = queue.ready.len().min(bound);
-            queue.ready.drain(..n).collect()
-        };
+        let taken: Vec<Job> = queue.ready.drain(..take.min(queue.ready.len())).collect();
+        if queue.ready.is_empty() {
+            queue.since = None;
+        }
         let mut jobs = Vec::with_capacity(taken.len());
         let mut behind = Vec::new();
         let mut dropped = 0;
@@ -443,33 +515,22 @@ impl Dispatcher<'_> {
         if !behind.is_empty() {
             self.park_behind(topic, partition, generation, behind);
         }
-        if jobs.is_empty() {
-            return;
-        }
-        if let Some(queue) = self.queue_mut(topic, partition) {
-            queue.busy = true;
-        }
+        jobs
+    }
+
+    fn spawn_batch(&mut self, members: Vec<(String, i32)>, jobs: Vec<Job>) {
         let shared = self.shared.clone();
         let workers = self.workers.clone();
-        let topic = topic.to_string();
         self.tasks.spawn(async move {
             let done = batch::run(shared, workers, jobs).await;
-            Done::Batch {
-                topic,
-                partition,
-                done,
-            }
+            Done::Batch { members, done }
         });
     }
 
     /// Books finished work; true when the failure guard tripped.
     fn done(&mut self, done: Done) -> bool {
         match done {
-            Done::Batch {
-                topic,
-                partition,
-                done,
-            } => self.batch_done(&topic, partition, done),
+            Done::Batch { members, done } => self.batch_done(members, done),
             Done::Lane(finished) => self.lane_done(finished),
             Done::ParkingRead {
                 topic,
@@ -501,8 +562,10 @@ impl Dispatcher<'_> {
         }
     }
 
-    fn batch_done(&mut self, topic: &str, partition: i32, done: BatchDone) -> bool {
-        let mut point = None;
+    fn batch_done(&mut self, members: Vec<(String, i32)>, done: BatchDone) -> bool {
+        // The offset each member partition may be stored at; the jobs come in member order.
+        let mut points: Vec<Option<i64>> = vec![None; members.len()];
+        let mut member = 0;
         let mut finished = 0;
         let mut detached = Vec::new();
         {
@@ -511,6 +574,16 @@ impl Dispatcher<'_> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             for (job, state) in done.jobs.into_iter().zip(done.states) {
+                let (topic, partition) = (job.message.topic(), job.message.partition());
+                if members
+                    .get(member)
+                    .is_none_or(|(t, p)| t != topic || *p != partition)
+                    && let Some(found) = members
+                        .iter()
+                        .position(|(t, p)| t == topic && *p == partition)
+                {
+                    member = found;
+                }
                 match state {
                     state if state.is_finished() => {
                         finished += 1;
@@ -520,7 +593,9 @@ impl Dispatcher<'_> {
                             job.generation,
                             job.message.offset(),
                         );
-                        point = moved.or(point);
+                        if let Some(point) = points.get_mut(member) {
+                            *point = moved.or(*point);
+                        }
                     }
                     JobState::Detached(resume)
                         if !self.draining
@@ -534,8 +609,10 @@ impl Dispatcher<'_> {
             }
         }
         self.set_buffered(self.buffered.saturating_sub(finished));
-        if let Some(point) = point {
-            self.store(topic, partition, point);
+        for ((topic, partition), point) in members.iter().zip(points) {
+            if let Some(point) = point {
+                self.store(topic, *partition, point);
+            }
         }
         for (job, resume) in detached {
             let key = key_of(&job.message);
@@ -547,13 +624,15 @@ impl Dispatcher<'_> {
                 }
             }
         }
-        if let Some(queue) = self.queue_mut(topic, partition) {
-            queue.busy = false;
+        for (topic, partition) in &members {
+            if let Some(queue) = self.queue_mut(topic, *partition) {
+                queue.busy = false;
+            }
         }
         if done.guard_tripped {
             return true;
         }
-        self.dispatch(topic, partition);
+        self.dispatch_ready();
         false
     }
 
@@ -715,7 +794,7 @@ impl Dispatcher<'_> {
             }
             self.parking
                 .insert(slot, PartitionParking::loaded(generation, keys));
-            self.dispatch(topic, partition);
+            self.dispatch_ready();
         }
         self.update_parked_gauge();
     }

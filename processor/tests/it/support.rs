@@ -73,7 +73,7 @@ impl Harness {
         Config::load_from(None, self.env(extra)).expect("test settings are valid")
     }
 
-    fn producer(&self) -> FutureProducer {
+    pub fn producer(&self) -> FutureProducer {
         ClientConfig::new()
             .set("bootstrap.servers", self.kafka.bootstrap_servers())
             .set("acks", "all")
@@ -89,22 +89,7 @@ impl Harness {
 
     /// Publishes `envelopes` to `topic`, in order, and waits for every ack.
     pub async fn publish_to(&self, topic: &str, envelopes: &[Envelope]) {
-        let producer = self.producer();
-        let sends: Vec<_> = envelopes
-            .iter()
-            .map(|e| {
-                producer.send(
-                    FutureRecord::to(topic)
-                        .key(e.key())
-                        .payload(e.data.as_ref())
-                        .headers(envelope_headers(e)),
-                    Duration::from_secs(10),
-                )
-            })
-            .collect();
-        for sent in futures::future::join_all(sends).await {
-            sent.expect("event delivered");
-        }
+        send_all(&self.producer(), topic, envelopes).await
     }
 
     /// Publishes a record that is not an event envelope.
@@ -271,4 +256,23 @@ pub async fn forge_site_with_a_page_event(
     .with_subject(subject_of(&body));
     harness.publish(&[event]).await;
     (confluence, tenant_key)
+}
+
+/// Publishes `envelopes` to `topic` through `producer`, in order, and waits for every ack.
+pub async fn send_all(producer: &FutureProducer, topic: &str, envelopes: &[Envelope]) {
+    let sends: Vec<_> = envelopes
+        .iter()
+        .map(|e| {
+            producer.send(
+                FutureRecord::to(topic)
+                    .key(e.key())
+                    .payload(e.data.as_ref())
+                    .headers(envelope_headers(e)),
+                Duration::from_secs(10),
+            )
+        })
+        .collect();
+    for sent in futures::future::join_all(sends).await {
+        sent.expect("event delivered");
+    }
 }
