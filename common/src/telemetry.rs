@@ -41,6 +41,11 @@ const END_TO_END_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// Records per processor batch: how well batches gather (each costs two database round
+/// trips whatever its size).
+const BATCH_SIZE_METRIC: &str = "tributary_processor_batch_size_events";
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
+
 /// The process-wide Prometheus recorder. Installed once; later calls return the same handle,
 /// so services started in one test process share it.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -54,6 +59,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(END_TO_END_METRIC.into()),
                         END_TO_END_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(BATCH_SIZE_METRIC.into()),
+                        BATCH_SIZE_BUCKETS,
                     )
                 })
                 .map(|b| b.build_recorder())

@@ -9,6 +9,7 @@ pub const DEAD_LETTERED: &str = "tributary_processor_dead_lettered_total";
 pub const IN_FLIGHT: &str = "tributary_processor_in_flight_events";
 pub const CONSUMER_LAG: &str = "tributary_processor_consumer_lag_messages";
 pub const END_TO_END: &str = "tributary_processor_end_to_end_seconds";
+pub const BATCH_SIZE: &str = "tributary_processor_batch_size_events";
 pub const EVENTS_PARKED: &str = "tributary_processor_events_parked_total";
 pub const PARKED_EVENTS: &str = "tributary_processor_parked_events";
 pub const BUDGET_EXHAUSTED: &str = "tributary_processor_retry_budget_exhausted_total";
@@ -78,6 +79,10 @@ pub(crate) fn describe() {
     describe_histogram!(
         END_TO_END,
         "Seconds from the event's arrival at the ingest to its last handler finishing."
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        "Records per batch (one handled-before query and one commit each)."
     );
     describe_counter!(
         EVENTS_PARKED,

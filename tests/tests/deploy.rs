@@ -612,6 +612,28 @@ pub fn panel_queries(dashboard: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 #[test]
+fn every_dashboard_panel_has_a_unique_id_and_a_numeric_place_on_the_grid() {
+    for dashboard in dashboards() {
+        let title = dashboard["title"].as_str().unwrap_or_default().to_string();
+        let mut ids = std::collections::HashSet::new();
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            let name = panel["title"].as_str().unwrap_or_default();
+            assert!(
+                ids.insert(panel["id"].as_u64()),
+                "{title}: panel `{name}` repeats an id or has none"
+            );
+            for field in ["x", "y", "w", "h"] {
+                assert!(
+                    panel["gridPos"][field].is_u64(),
+                    "{title}: panel `{name}` has gridPos.{field} {}, not a number",
+                    panel["gridPos"][field]
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn dashboard_and_alert_metrics_are_names_the_code_exports() {
     let mut sources = String::new();
     for dir in ["common/src", "ingest/src", "processor/src"] {

@@ -75,6 +75,7 @@ struct GroupDone {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, workers: Arc<Semaphore>, jobs: Vec<Job>) -> BatchDone {
+    metrics::histogram!(observe::BATCH_SIZE).record(jobs.len() as f64);
     let decoded: Vec<Result<Arc<Event>, String>> = jobs
         .iter()
         .map(|job| decode(&job.message).map(Arc::new))
