@@ -65,6 +65,9 @@ wait_for http://127.0.0.1:8080/healthz
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Every PostgreSQL server process's CPU time (the server is shared; nothing else uses it
+# during the soak).
+postgres_ticks() { for p in $(pgrep -x postgres); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'; }
 loadgen() { "$BIN/tributary" loadgen --key-server-listen 127.0.0.1:7999 "$@"; }
 # The sum of every sample of one metric on a /metrics page.
 metric_sum() { curl -s "$1" | awk -v m="$2" 'index($1, m "{") == 1 || $1 == m {s += $NF} END {printf "%d\n", s}'; }
@@ -106,7 +109,9 @@ echo "== ingest at a fixed ${RATE}/s for ${DURATION}s, processor caught up, end-
 loadgen --tenants 50 --rate "$RATE" --duration "$DURATION" --processor-metrics http://127.0.0.1:9465/metrics
 
 echo "== soak: ${RATE}/s for ${SOAK_SECONDS}s, memory sampled every 10s"
-ingest_cpu0=$(cpu_ticks "$INGEST"); processor_cpu0=$(cpu_ticks "$PROCESSOR")
+ingest_cpu0=$(cpu_ticks "$INGEST"); processor_cpu0=$(cpu_ticks "$PROCESSOR"); postgres_cpu0=$(postgres_ticks)
+batches0=$(metric_sum http://127.0.0.1:9465/metrics tributary_processor_batch_size_events_count)
+batched0=$(metric_sum http://127.0.0.1:9465/metrics tributary_processor_batch_size_events_sum)
 loadgen --tenants 50 --rate "$RATE" --duration "$SOAK_SECONDS" --warmup 0 >"$WORK/soak" &
 LOADGEN=$!
 samples=""
@@ -120,7 +125,12 @@ sent=$(awk '/^target=/ { for (i = 1; i <= NF; i++) if ($i ~ /^ok=/) { sub("ok=",
 tick=$(getconf CLK_TCK)
 ingest_cpu=$(( $(cpu_ticks "$INGEST") - ingest_cpu0 ))
 processor_cpu=$(( $(cpu_ticks "$PROCESSOR") - processor_cpu0 ))
+postgres_cpu=$(( $(postgres_ticks) - postgres_cpu0 ))
+batches=$(( $(metric_sum http://127.0.0.1:9465/metrics tributary_processor_batch_size_events_count) - batches0 ))
+batched=$(( $(metric_sum http://127.0.0.1:9465/metrics tributary_processor_batch_size_events_sum) - batched0 ))
 echo "rss MiB ingest/processor every 10s:$samples"
 echo "peak rss: ingest $(( $(hwm_kib "$INGEST") / 1024 )) MiB, processor $(( $(hwm_kib "$PROCESSOR") / 1024 )) MiB"
 awk -v s="$sent" -v i="$ingest_cpu" -v p="$processor_cpu" -v t="$tick" 'BEGIN {
   printf "cpu per 1000 events: ingest %.0f ms, processor %.0f ms (%d events)\n", i / t * 1000 / s * 1000, p / t * 1000 / s * 1000, s }'
+awk -v s="$sent" -v g="$postgres_cpu" -v t="$tick" -v b="$batches" -v n="$batched" 'BEGIN {
+  printf "postgresql cpu per 1000 events: %.0f ms; processor batches: %d, %.1f records each\n", g / t * 1000 / s * 1000, b, (b > 0 ? n / b : 0) }'
