@@ -234,3 +234,50 @@ async fn merged_writes_let_the_later_change_win(_db: &Database) {
     assert_eq!(earlier.get("b"), Some(Some(&json!(2))));
     assert_eq!(earlier.get("c"), Some(Some(&json!(3))));
 }
+
+/// Whatever the table's statistics say (here: none, as with autovacuum off or behind), the
+/// handled-before query looks each (handler, event) pair up in the primary key; a plain join
+/// was planned, for a batch of a hundred events or more, as a scan of every record of each
+/// handler.
+#[tokio::test]
+async fn the_handled_before_query_looks_each_pair_up_whatever_the_statistics() {
+    let db = tributary_devkit::TestDatabase::create().await;
+    sqlx::query(
+        "INSERT INTO handled_events \
+         (handler, event_id, client_key, event_type, topic, kafka_partition, kafka_offset) \
+         SELECT h, 'event-' || g, 'tenant-a', 'page_created', 't', 0, g \
+         FROM generate_series(1, 20000) AS g, (VALUES ('log'), ('state')) AS v(h)",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("fill the table");
+    let handlers = vec!["log", "state"];
+    for batch in [1usize, 50, 500] {
+        let ids: Vec<String> = (0..batch).map(|i| format!("event-{}", i * 97)).collect();
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "EXPLAIN {}",
+            crate::store::handled::HANDLED_BEFORE_PG
+        ))
+        .bind(&handlers)
+        .bind(&ids)
+        .fetch_all(&db.pool)
+        .await
+        .expect("explain");
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("handled_events_pkey")
+                && !plan.contains("Hash")
+                && !plan.contains("Merge")
+                && !plan.contains("Seq Scan on handled_events"),
+            "a batch of {batch} events is looked up pair by pair:\n{plan}"
+        );
+    }
+    let database: Database = db.pool.clone().into();
+    let store = HandlerStore::new(database);
+    let found = store
+        .handled(&handlers, &["event-97", "event-missing"])
+        .await
+        .expect("read");
+    assert!(found.contains("log", "event-97") && found.contains("state", "event-97"));
+    assert!(!found.contains("log", "event-missing"));
+}
