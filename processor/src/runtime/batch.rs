@@ -89,15 +89,18 @@ pub(crate) async fn run(shared: Arc<Shared>, workers: Arc<Semaphore>, jobs: Vec<
         return pending(jobs);
     };
 
-    // The records of each key of each partition, in offset order.
+    // The records of each key of each partition, in offset order. A batch holds each of its
+    // partitions' records together, so keys are looked up within the current partition only.
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_key: HashMap<(&str, i32, &[u8]), usize> = HashMap::new();
+    let mut by_key: HashMap<&[u8], usize> = HashMap::new();
+    let mut partition: Option<(&str, i32)> = None;
     for (i, job) in jobs.iter().enumerate() {
-        let key = (
-            job.message.topic(),
-            job.message.partition(),
-            job.message.key().unwrap_or_default(),
-        );
+        let here = (job.message.topic(), job.message.partition());
+        if partition != Some(here) {
+            partition = Some(here);
+            by_key.clear();
+        }
+        let key = job.message.key().unwrap_or_default();
         let group = *by_key.entry(key).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
