@@ -112,7 +112,7 @@ echo "== soak: ${RATE}/s for ${SOAK_SECONDS}s, memory sampled every 10s"
 ingest_cpu0=$(cpu_ticks "$INGEST"); processor_cpu0=$(cpu_ticks "$PROCESSOR"); postgres_cpu0=$(postgres_ticks)
 batches0=$(metric_sum http://127.0.0.1:9465/metrics tributary_processor_batch_size_events_count)
 batched0=$(metric_sum http://127.0.0.1:9465/metrics tributary_processor_batch_size_events_sum)
-loadgen --tenants 50 --rate "$RATE" --duration "$SOAK_SECONDS" --warmup 0 >"$WORK/soak" &
+loadgen --tenants 50 --rate "$RATE" --duration "$SOAK_SECONDS" --warmup 0 --processor-metrics http://127.0.0.1:9465/metrics >"$WORK/soak" &
 LOADGEN=$!
 samples=""
 while kill -0 "$LOADGEN" 2>/dev/null; do
