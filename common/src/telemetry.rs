@@ -34,7 +34,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// The pipeline's end-to-end latency (webhook received to handler done): its target is
 /// tens of milliseconds, so the buckets are close enough there for a quantile read from
 /// them to be a measurement rather than a bucket bound.
-const END_TO_END_METRIC: &str = "tributary_processor_end_to_end_seconds";
+pub const END_TO_END_METRIC: &str = "tributary_processor_end_to_end_seconds";
 const END_TO_END_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03,
     0.035, 0.04, 0.045, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.125, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5,
@@ -43,7 +43,7 @@ const END_TO_END_BUCKETS: &[f64] = &[
 
 /// Records per processor batch: how well batches gather (each costs two database round
 /// trips whatever its size).
-const BATCH_SIZE_METRIC: &str = "tributary_processor_batch_size_events";
+pub const BATCH_SIZE_METRIC: &str = "tributary_processor_batch_size_events";
 const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
 
 /// The process-wide Prometheus recorder. Installed once; later calls return the same handle,

@@ -1,6 +1,7 @@
-//! One batch of records, from one or more partitions: one query for what was handled before, the
-//! tenants' events run (each tenant's in order, different tenants concurrently), then one
-//! transaction for every handled-event record and state write of the batch.
+//! One batch of records, from one or more partitions: one query for what was handled
+//! before, the tenants' events run (each tenant's in order, different tenants
+//! concurrently), then one transaction for every handled-event record and state write of
+//! the batch.
 //!
 //! Until that transaction commits nothing of the batch is recorded, so a crash anywhere
 //! before it leaves every event to be run again, and one after it leaves only offsets to

@@ -278,6 +278,13 @@ struct PartitionQueue {
 /// The bound of a partition's first batch.
 const FIRST_BATCH: usize = 16;
 
+impl PartitionQueue {
+    /// How many of its records the partition's next batch takes.
+    fn next_take(&self) -> usize {
+        self.ready.len().min(self.bound.max(FIRST_BATCH))
+    }
+}
+
 struct Dispatcher<'c> {
     shared: Arc<Shared>,
     consumer: &'c StreamConsumer<RuntimeContext>,
@@ -393,7 +400,7 @@ impl Dispatcher<'_> {
             let Some(queue) = self.queue_mut(&topic, partition) else {
                 continue;
             };
-            available += queue.ready.len().min(queue.bound.max(FIRST_BATCH));
+            available += queue.next_take();
             oldest = match (oldest, queue.since) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -415,9 +422,9 @@ impl Dispatcher<'_> {
         let mut jobs = Vec::new();
         let mut members = Vec::new();
         for (topic, partition, generation) in candidates {
-            let take = self.queue_mut(&topic, partition).map_or(0, |queue| {
-                queue.ready.len().min(queue.bound.max(FIRST_BATCH))
-            });
+            let take = self
+                .queue_mut(&topic, partition)
+                .map_or(0, |queue| queue.next_take());
             if !jobs.is_empty() && jobs.len() + take > MAX_BATCH {
                 self.spawn_batch(std::mem::take(&mut members), std::mem::take(&mut jobs));
             }
@@ -470,8 +477,7 @@ impl Dispatcher<'_> {
         let Some(queue) = self.queue_mut(topic, partition) else {
             return Vec::new();
         };
-        let bound = queue.bound.max(FIRST_BATCH);
-        queue.bound = (bound * 2).min(MAX_BATCH);
+        queue.bound = (queue.bound.max(FIRST_BATCH) * 2).min(MAX_BATCH);
         let taken: Vec<Job> = queue.ready.drain(..take.min(queue.ready.len())).collect();
         if queue.ready.is_empty() {
             queue.since = None;
