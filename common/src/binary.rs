@@ -7,7 +7,27 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let runtime = match tokio::runtime::Runtime::new() {
+    run_main_on(0, main)
+}
+
+/// Like [`run_main`] on a runtime of `worker_threads` threads: 0 is one per core, 1 runs
+/// every task on the calling thread (no hand-offs between threads at all).
+pub fn run_main_on<F, E>(worker_threads: usize, main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let built = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Runtime::new(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match built {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

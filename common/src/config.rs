@@ -20,6 +20,8 @@ use crate::routing::{RouteError, TopicRouter};
 /// The defaults file, also the documentation of every setting.
 pub const DEFAULTS_TOML: &str = include_str!("../../config.default.toml");
 const ENV_PREFIX: &str = "TRIBUTARY_";
+/// More runtime threads than this is a typo, not a tuning.
+const MAX_WORKER_THREADS: u64 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -114,6 +116,7 @@ pub struct Config {
     pub processor_topics: Vec<String>,
     pub processor_concurrency: u64,
     pub processor_batch_wait_ms: u64,
+    pub processor_worker_threads: u64,
     pub processor_max_attempts: u64,
     pub processor_retry_initial_ms: u64,
     pub processor_retry_max_ms: u64,
@@ -374,6 +377,12 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.processor_worker_threads > MAX_WORKER_THREADS {
+            return Err(invalid(
+                "processor_worker_threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0 is one per core)"),
+            ));
         }
         if !(0.0..=1.0).contains(&self.processor_guard_max_failure_ratio) {
             return Err(invalid(

@@ -4,15 +4,14 @@
 //! Run it with the usual settings (TRIBUTARY_DATABASE_URL, TRIBUTARY_KAFKA_BROKERS,
 //! TRIBUTARY_SECRET_KEY, ...): `cargo run --example page_counter`. Stop it with Ctrl-C.
 
-use tributary_common::{Config, binary, shutdown, telemetry};
+use tributary_common::{Config, shutdown, telemetry};
 use tributary_processor::{Context, HandlerError, Processor};
 
 fn main() -> std::process::ExitCode {
-    binary::run_main(run())
+    tributary_processor::service::run_main(None, run)
 }
 
-async fn run() -> anyhow::Result<()> {
-    let config = Config::load(None)?;
+async fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log_format);
     Processor::builder(config)
         .on("page_*", count_page_events)

@@ -12,6 +12,7 @@ pub mod observe;
 pub mod payload;
 pub mod processor;
 mod runtime;
+pub mod service;
 pub mod state;
 mod tenants;
 

@@ -18,11 +18,11 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    tributary_common::binary::run_main(run(Cli::parse()))
+    let cli = Cli::parse();
+    tributary_processor::service::run_main(cli.config.as_deref(), run)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+async fn run(config: Config) -> anyhow::Result<()> {
     tributary_common::telemetry::init_tracing(&config.log_format);
     let shutdown = tributary_common::shutdown::on_signals();
     let processor = Processor::builder(config)

@@ -97,6 +97,10 @@ fn bad_values_name_the_setting() {
         error_text(&[("TRIBUTARY_INGEST_ALLOW_LEGACY_INSTALLS", "perhaps")])
             .contains("ingest_allow_legacy_installs")
     );
+    assert!(
+        error_text(&[("TRIBUTARY_PROCESSOR_WORKER_THREADS", "100000")])
+            .contains("processor_worker_threads")
+    );
 }
 
 #[test]

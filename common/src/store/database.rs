@@ -9,7 +9,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{Connection, PgPool, postgres::PgPoolOptions};
+
+/// A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// A connection pool on one of the supported backends.
 #[derive(Debug, Clone)]
@@ -142,9 +145,21 @@ impl Database {
             }
             // Anything else is handed to the PostgreSQL driver, which names what is wrong.
             _ => {
+                // sqlx pings every connection it hands out by default: a round trip before
+                // each query or transaction, a third of a busy processor's. A connection
+                // that was just in use is alive; one that idled may have been dropped.
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(timeout)
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_AFTER_IDLE {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect(url)
                     .await?;
                 Ok(Database::Postgres(pool))

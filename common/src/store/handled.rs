@@ -200,6 +200,18 @@ impl HandlerStore {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
+        // Records alone in one statement need no transaction: the statement is atomic by
+        // itself, and what it returns says which runs it recorded. That saves the BEGIN and
+        // COMMIT round trips of every batch whose handlers wrote no state.
+        if runs.len() <= ROWS_PER_INSERT && runs.iter().all(|run| run.writes.is_empty()) {
+            let rows = with_database!(&self.db, |pool, _sql| {
+                let mut conn = pool.acquire().await?;
+                InsertRecords::insert_records(&mut *conn, runs, true)
+                    .await?
+                    .rows
+            });
+            return Ok(recorded_by(runs, &rows));
+        }
         with_database!(&self.db, |pool, sql| {
             // Nearly always every run is new, and counting the rows inserted says so without
             // reading any back. When some were not (a redelivered event that another
@@ -224,13 +236,7 @@ impl HandlerStore {
                             .rows,
                     );
                 }
-                let mut new: HashSet<(&str, &str)> = rows
-                    .iter()
-                    .map(|(handler, event_id)| (handler.as_str(), event_id.as_str()))
-                    .collect();
-                runs.iter()
-                    .map(|run| new.remove(&(run.event.handler, run.event.event_id)))
-                    .collect()
+                recorded_by(runs, &rows)
             };
 
             // The last change of each (tenant, key) among the runs that count.
@@ -293,6 +299,18 @@ impl HandlerStore {
         });
         Ok(deleted)
     }
+}
+
+/// For each run, true when `inserted` (the (handler, event id) pairs a statement inserted)
+/// holds its record; a later run of the same pair counts as not recorded.
+fn recorded_by(runs: &[HandlerRun<'_>], inserted: &[(String, String)]) -> Vec<bool> {
+    let mut new: HashSet<(&str, &str)> = inserted
+        .iter()
+        .map(|(handler, event_id)| (handler.as_str(), event_id.as_str()))
+        .collect();
+    runs.iter()
+        .map(|run| new.remove(&(run.event.handler, run.event.event_id)))
+        .collect()
 }
 
 /// The handled-before query on PostgreSQL: two arrays, so the statement text is the same

@@ -4,16 +4,15 @@
 //!
 //! Settings come from `TRIBUTARY_*` variables like every Tributary service.
 
-use tributary_common::{Config, binary, shutdown, telemetry};
+use tributary_common::{Config, shutdown, telemetry};
 use tributary_processor::{Context, HandlerError, Processor};
 use tributary_tests::{HANDLED_KEY, HANDLER_NAME};
 
 fn main() -> std::process::ExitCode {
-    binary::run_main(run())
+    tributary_processor::service::run_main(None, run)
 }
 
-async fn run() -> anyhow::Result<()> {
-    let config = Config::load(None)?;
+async fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log_format);
     Processor::builder(config)
         .on_named(HANDLER_NAME, "*", record_and_comment)

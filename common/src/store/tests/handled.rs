@@ -9,6 +9,7 @@ on_both_backends!(
     an_event_commits_its_state_once,
     state_round_trips_json_values_and_deletions,
     a_batch_commits_in_one_transaction_and_drops_what_was_handled_before,
+    a_batch_without_state_writes_records_each_new_run_once,
     one_query_answers_for_every_handler_and_event_of_a_batch,
     prune_deletes_only_records_older_than_the_cutoff_one_chunk_at_a_time,
     merged_writes_let_the_later_change_win,
@@ -147,6 +148,35 @@ async fn a_batch_commits_in_one_transaction_and_drops_what_was_handled_before(db
         Some(json!("x"))
     );
     assert!(store.commit(&[]).await.expect("nothing").is_empty());
+}
+
+/// Records alone take the one-statement path: the same answers as the transaction's.
+async fn a_batch_without_state_writes_records_each_new_run_once(db: &Database) {
+    let store = HandlerStore::new(db.clone());
+    let none = StateWrites::default();
+    assert!(commit_one(&store, page_event("h", "event-1", 1), &none).await);
+    let run = |handler, event_id, offset| HandlerRun {
+        event: page_event(handler, event_id, offset),
+        writes: &none,
+    };
+    let recorded = store
+        .commit(&[
+            run("h", "event-1", 1),
+            run("h", "event-2", 2),
+            run("g", "event-2", 2),
+            run("h", "event-2", 2),
+        ])
+        .await
+        .expect("commit");
+    assert_eq!(recorded, [false, true, true, false]);
+    let found = store
+        .handled(&["h", "g"], &["event-1", "event-2"])
+        .await
+        .expect("read");
+    for (handler, event_id) in [("h", "event-1"), ("h", "event-2"), ("g", "event-2")] {
+        assert!(found.contains(handler, event_id), "{handler} {event_id}");
+    }
+    assert!(!found.contains("g", "event-1"));
 }
 
 async fn one_query_answers_for_every_handler_and_event_of_a_batch(db: &Database) {
