@@ -29,7 +29,8 @@ enum Work {
     OneStateWrite,
 }
 
-#[tokio::main]
+// The runtime a processor gets by default (`processor_worker_threads = 1`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let events: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(50_000);
