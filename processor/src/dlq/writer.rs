@@ -1,11 +1,13 @@
 //! Writing dead letters: the record as consumed plus its origin, acknowledged by the broker
 //! before the origin offset may be committed.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord};
 use tributary_common::Config;
 use tributary_common::kafka::durable_producer_config;
 use tributary_common::routing::dead_letter_topic;
@@ -27,17 +29,35 @@ pub(crate) struct Letter<'a> {
     pub attempts: u32,
 }
 
+/// The producer is made on the first dead letter: an idle rdkafka producer's polling thread
+/// still spins for up to a millisecond of every 100 (the binding rounds its remaining wait
+/// down to whole milliseconds), about 1% of a core, and most processors never dead-letter.
 pub(crate) struct DeadLetterWriter {
-    producer: FutureProducer,
+    client: ClientConfig,
+    producer: OnceLock<FutureProducer>,
     suffix: String,
 }
 
 impl DeadLetterWriter {
+    /// Fails on settings librdkafka refuses for a producer, so they show at start, not at
+    /// the first dead letter.
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
+        let client = durable_producer_config(config, DELIVERY_TIMEOUT_MS);
+        // A base producer has no polling thread to wait for when it is dropped.
+        drop(client.create::<BaseProducer>()?);
         Ok(DeadLetterWriter {
-            producer: durable_producer_config(config, DELIVERY_TIMEOUT_MS).create()?,
+            client,
+            producer: OnceLock::new(),
             suffix: config.processor_dlq_suffix.clone(),
         })
+    }
+
+    fn producer(&self) -> Result<&FutureProducer, KafkaError> {
+        if let Some(producer) = self.producer.get() {
+            return Ok(producer);
+        }
+        let created = self.client.create()?;
+        Ok(self.producer.get_or_init(|| created))
     }
 
     /// Writes `message` to its dead-letter topic and waits for the broker's acknowledgement.
@@ -51,7 +71,7 @@ impl DeadLetterWriter {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        self.producer
+        self.producer()?
             .send(record, Duration::from_millis(DELIVERY_TIMEOUT_MS))
             .await
             .map(|_| ())
