@@ -57,6 +57,8 @@ pub const APP_KEY: &str = "com.example.tributary";
 pub const APP_BASE_URL: &str = "https://app.example.com";
 /// The `kid` the world's key server publishes [`crate::INSTALL_PUB_1`] under.
 pub const KID: &str = "install-key-1";
+/// The setting that carries extra librdkafka properties.
+const CLIENT_PROPERTIES: &str = "TRIBUTARY_KAFKA_CLIENT_PROPERTIES";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type IngestTask = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -274,10 +276,49 @@ impl World {
     /// Starts an ingest with `extra` settings, in this process or as a child (see
     /// [`WorldBuilder::ingest_in_process`]), and waits until it serves.
     pub async fn ingest(&self, extra: &[(&str, &str)]) -> Ingest {
-        match &self.run_ingest {
-            Some(run) => Ingest::in_process(self.env(extra), run.as_ref()).await,
-            None => Ingest::child(self, extra).await,
+        let properties = self.one_produce_in_flight_on_the_mock(extra);
+        let mut extra = extra.to_vec();
+        if let Some(properties) = &properties {
+            extra.push((CLIENT_PROPERTIES, properties.as_str()));
         }
+        match &self.run_ingest {
+            Some(run) => Ingest::in_process(self.env(&extra), run.as_ref()).await,
+            None => Ingest::child(self, &extra).await,
+        }
+    }
+
+    /// On the mock cluster, the client properties that `extra` and the world's settings
+    /// give, behind `max.in.flight.requests.per.connection=1`. The mock checks an
+    /// idempotent producer's sequence numbers only when it is transactional: where a real
+    /// broker refuses a produce request whose predecessor failed (an injected
+    /// NOT_ENOUGH_REPLICAS, say) as out of sequence, the mock appends it, and librdkafka
+    /// takes that success as proof the failed request's records were written too and
+    /// reports them delivered (offset -1001) although they never reached the log. With one
+    /// request in flight no later one can pass a failed one. None on a real broker.
+    fn one_produce_in_flight_on_the_mock(&self, extra: &[(&str, &str)]) -> Option<String> {
+        const ONE_IN_FLIGHT: &str = "max.in.flight.requests.per.connection=1";
+        if self.kafka.is_real() {
+            return None;
+        }
+        // As in `env`: the last of `extra` wins over the world's settings.
+        let theirs = extra
+            .iter()
+            .rev()
+            .find(|(key, _)| *key == CLIENT_PROPERTIES)
+            .map(|(_, value)| *value)
+            .or_else(|| {
+                self.settings
+                    .iter()
+                    .rev()
+                    .find(|(key, _)| key == CLIENT_PROPERTIES)
+                    .map(|(_, value)| value.as_str())
+            })
+            .map(str::trim)
+            .filter(|theirs| !theirs.is_empty());
+        Some(match theirs {
+            Some(theirs) => format!("{ONE_IN_FLIGHT},{theirs}"),
+            None => ONE_IN_FLIGHT.to_string(),
+        })
     }
 
     /// Runs the `tributary` command against this world.
