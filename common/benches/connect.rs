@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tributary_common::connect::token::{
-    QshPolicy, RequestTarget, UnverifiedToken, now_unix, sign_hs256,
-};
-use tributary_common::connect::{CanonicalRequest, SharedSecret, qsh};
+use tributary_common::connect::token::{QshPolicy, RequestTarget, UnverifiedToken, now_unix};
+use tributary_common::connect::{CanonicalRequest, SharedSecret};
 use tributary_common::envelope::{Envelope, EventKind};
+use tributary_devkit::Token;
 
 const WEBHOOK: RequestTarget<'static> = RequestTarget {
     method: "POST",
@@ -30,13 +29,13 @@ fn canonical(c: &mut Criterion) {
 }
 
 fn verification(c: &mut Criterion) {
-    let secret = SharedSecret::new("0123456789abcdef0123456789abcdef");
-    let now = now_unix();
-    let claims = serde_json::json!({
-        "iss": "tenant-a", "iat": now, "exp": now + 3600, "context": {},
-        "qsh": qsh(WEBHOOK.method, WEBHOOK.target, WEBHOOK.base_path),
-    });
-    let token = sign_hs256(&claims, &secret).expect("signs");
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let secret = SharedSecret::new(SECRET);
+    let token = Token::from_confluence("tenant-a")
+        .ttl(3600)
+        .for_request(WEBHOOK.method, WEBHOOK.target)
+        .hs256(SECRET)
+        .expect("signs");
     c.bench_function("hs256/parse and verify a webhook token", |b| {
         b.iter(|| {
             let parsed = UnverifiedToken::parse(black_box(&token)).expect("parses");

@@ -45,7 +45,6 @@ async fn main() {
             Work::OneStateWrite => format!("{TOPIC}.state"),
         };
         kafka.create_topic(&topic, 6);
-        kafka.create_topic(&format!("{topic}.dlq"), 1);
         let db = TestDatabase::create().await;
         produce(&kafka, &topic, events, tenants).await;
         let (count, seconds) = consume(&kafka, &db, &topic, events, work).await;
@@ -135,6 +134,7 @@ async fn consume(
         .map(|(k, v)| (k.to_string(), v)),
     )
     .expect("settings");
+    kafka.create_topic(&config.dead_letter_topic(topic), 1);
     let handled = Arc::new(AtomicU64::new(0));
     let first = Arc::new(std::sync::OnceLock::<Instant>::new());
     let (counter, first_seen) = (handled.clone(), first.clone());

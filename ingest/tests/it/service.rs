@@ -9,6 +9,9 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readyz_turns_unready_when_the_database_or_the_broker_is_unreachable() {
+    if skip_without_fault_injection("readyz_turns_unready_when_the_database_or_the_broker_is_unreachable") {
+        return;
+    }
     let world = world().await;
     let ingest = world.ingest(&[]).await;
     assert_eq!(ingest.get("/healthz").await.status(), 200);
@@ -43,6 +46,9 @@ async fn readyz_turns_unready_when_the_database_or_the_broker_is_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn beyond_the_in_flight_bound_the_answer_is_an_immediate_503() {
+    if skip_without_fault_injection("beyond_the_in_flight_bound_the_answer_is_an_immediate_503") {
+        return;
+    }
     let world = world().await;
     let ingest = std::sync::Arc::new(
         world
@@ -92,6 +98,9 @@ async fn beyond_the_in_flight_bound_the_answer_is_an_immediate_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_finishes_the_request_in_flight_then_stops_accepting() {
+    if skip_without_fault_injection("shutdown_finishes_the_request_in_flight_then_stops_accepting") {
+        return;
+    }
     let world = world().await;
     let ingest = world
         .ingest(&[("TRIBUTARY_INGEST_PUBLISH_TIMEOUT_MS", "10000")])
