@@ -6,6 +6,12 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tributary_common::{Config, binary, shutdown, telemetry};
 
+// glibc's allocator was the largest single cost of a webhook on one core (about a sixth,
+// much of it merging freed chunks); mimalloc served the same load about a sixth faster
+// (BENCHMARKS.md, "Ingest per core").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tributary-ingest", version, about = "Tributary ingest service")]
 struct Cli {
