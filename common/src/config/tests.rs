@@ -232,3 +232,16 @@ fn the_default_forge_trigger_has_every_lifecycle_event_and_the_readme_says_so() 
         assert!(row.contains(&format!("\"{event}\"")), "README lacks {event}");
     }
 }
+
+#[test]
+fn the_forge_deadline_stays_below_forges_invocation_timeout() {
+    let defaults = Config::defaults().expect("defaults are valid");
+    assert!(defaults.forge_deadline_ms < FORGE_INVOCATION_TIMEOUT_MS);
+    assert!(defaults.forge_deadline_ms > 0);
+    for bad in ["0", "5000", "9000"] {
+        assert!(
+            error_text(&[("TRIBUTARY_FORGE_DEADLINE_MS", bad)]).contains("forge_deadline_ms"),
+            "{bad}"
+        );
+    }
+}
