@@ -42,7 +42,10 @@ fn strings(value: &Value) -> Vec<String> {
 #[test]
 fn forge_manifest_prints_a_fragment_whose_trigger_endpoint_and_remote_link_up() {
     let text = manifest(&[
-        ("TRIBUTARY_APP_BASE_URL", "https://apps.example.com/tributary/"),
+        (
+            "TRIBUTARY_APP_BASE_URL",
+            "https://apps.example.com/tributary/",
+        ),
         ("TRIBUTARY_FORGE_APP_ID", APP_ID),
     ]);
     assert!(text.contains(APP_ID), "{text}");

@@ -84,8 +84,7 @@ impl Publisher {
             .payload(envelope.data.as_ref())
             .headers(envelope_headers(envelope));
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(timeout, self.producer.send(record, Duration::ZERO)).await;
+        let sent = tokio::time::timeout(timeout, self.producer.send(record, Duration::ZERO)).await;
         self.metrics
             .broker_ack
             .get(|| metrics::histogram!(observe::BROKER_ACK_DURATION_SECONDS))

@@ -62,7 +62,9 @@ fn content_object(content: &Value) -> Content {
                 .and_then(|v| v.get("by"))
                 .and_then(|u| u.get("accountId")),
         ),
-        version: version.and_then(|v| v.get("number")).and_then(Value::as_i64),
+        version: version
+            .and_then(|v| v.get("number"))
+            .and_then(Value::as_i64),
         creation_date: millis(history.and_then(|h| h.get("createdDate"))),
         modification_date: millis(version.and_then(|v| v.get("when"))),
         self_url: None,
@@ -122,10 +124,11 @@ pub(crate) fn attachment(body: &Value) -> Option<Attachment> {
 /// The space: the top-level `space` of space and space-level label events, otherwise the
 /// space of the `content` or `attachment` the event is about.
 pub(crate) fn space(body: &Value) -> Option<Space> {
-    let space = object(body, "space")
-        .or_else(|| ["content", "attachment"].iter().find_map(|field| {
-            object(body, field).and_then(|c| object(c, "space"))
-        }))?;
+    let space = object(body, "space").or_else(|| {
+        ["content", "attachment"]
+            .iter()
+            .find_map(|field| object(body, field).and_then(|c| object(c, "space")))
+    })?;
     let history = space.get("history");
     Some(Space {
         id: text(space.get("id")),

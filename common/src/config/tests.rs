@@ -229,7 +229,10 @@ fn the_default_forge_trigger_has_every_lifecycle_event_and_the_readme_says_so() 
         );
     }
     for event in &defaults.forge_events {
-        assert!(row.contains(&format!("\"{event}\"")), "README lacks {event}");
+        assert!(
+            row.contains(&format!("\"{event}\"")),
+            "README lacks {event}"
+        );
     }
 }
 

@@ -77,8 +77,8 @@ mod tests {
             ForgeRefusal::Edge(Rejection::BodyTooLarge).status(),
             StatusCode::PAYLOAD_TOO_LARGE
         );
-        let late = ForgeRefusal::DeadlineExceeded(std::time::Duration::from_secs(4))
-            .into_response();
+        let late =
+            ForgeRefusal::DeadlineExceeded(std::time::Duration::from_secs(4)).into_response();
         assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             late.extensions().get::<Refused>().map(|r| r.code),

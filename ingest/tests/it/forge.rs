@@ -4,7 +4,9 @@
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde_json::{Value, json};
-use tributary_common::store::{ForgeStatus, ForgeStore, TenantStatus, TenantStore, site_tenant_key};
+use tributary_common::store::{
+    ForgeStatus, ForgeStore, TenantStatus, TenantStore, site_tenant_key,
+};
 use tributary_devkit::forge::{ForgeInstallation, JwksServer, TEST_APP_ID, retried};
 use tributary_devkit::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_2, InstallKey, test_keyring};
 

@@ -338,7 +338,11 @@ async fn a_token_within_the_leeway_is_accepted_and_one_past_it_is_not() {
     // The verifier's leeway is 30 s: clocks of Forge and the ingest may disagree by that.
     let s = setup().await;
     let now = now_unix();
-    let token = s.site.token().claim("iat", now - 100).claim("nbf", now - 100);
+    let token = s
+        .site
+        .token()
+        .claim("iat", now - 100)
+        .claim("nbf", now - 100);
     let just_expired = token.clone().claim("exp", now - 10);
     assert_eq!(
         refusal(&s, &s.site.sign(&just_expired).expect("sign")).await,
