@@ -20,6 +20,8 @@ use crate::routing::{RouteError, TopicRouter};
 /// The defaults file, also the documentation of every setting.
 pub const DEFAULTS_TOML: &str = include_str!("../../config.default.toml");
 const ENV_PREFIX: &str = "TRIBUTARY_";
+/// How long Forge waits for a remote to answer an invocation before it counts as failed.
+pub const FORGE_INVOCATION_TIMEOUT_MS: u64 = 5000;
 /// More runtime threads than this is a typo, not a tuning.
 const MAX_WORKER_THREADS: u64 = 1024;
 
@@ -142,6 +144,7 @@ pub struct Config {
     pub forge_api_host_allowlist: Vec<String>,
     pub forge_retry_window_seconds: u64,
     pub forge_system_token_ttl_seconds: u64,
+    pub forge_deadline_ms: u64,
     pub forge_events: Vec<String>,
     pub forge_scopes: Vec<String>,
 
@@ -445,6 +448,17 @@ impl Config {
                     format!("`{event}` is not a Forge event name (avi:...)"),
                 ));
             }
+        }
+        // Forge gives up on a delivery after 5 s and retries it; an answer after that is
+        // never seen, so the route must have answered (503 at worst) before then.
+        if self.forge_deadline_ms == 0 || self.forge_deadline_ms >= FORGE_INVOCATION_TIMEOUT_MS {
+            return Err(invalid(
+                "forge_deadline_ms",
+                format!(
+                    "must be between 1 and {}: Forge waits {FORGE_INVOCATION_TIMEOUT_MS} ms for an answer",
+                    FORGE_INVOCATION_TIMEOUT_MS - 1
+                ),
+            ));
         }
         if self.forge_retry_window_seconds == 0 || self.forge_system_token_ttl_seconds == 0 {
             return Err(invalid(

@@ -40,6 +40,22 @@ impl AppState {
             .await
             .map_err(|e| Rejection::BrokerUnavailable(e.to_string()))
     }
+
+    /// As [`AppState::publish`], waiting for the broker at most `limit`.
+    pub async fn publish_within(
+        &self,
+        envelope: &Envelope,
+        limit: std::time::Duration,
+    ) -> Result<(), Rejection> {
+        self.publisher
+            .publish_within(
+                self.topic_router.topic_for(envelope.kind.name()),
+                envelope,
+                limit,
+            )
+            .await
+            .map_err(|e| Rejection::BrokerUnavailable(e.to_string()))
+    }
 }
 
 /// The answer to an event the broker has: 204, carrying the event's id.

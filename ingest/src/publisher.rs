@@ -67,19 +67,30 @@ impl Publisher {
     /// Sends `envelope` to `topic` and returns once the broker has acknowledged it. A full
     /// local queue fails at once rather than waiting, so overload turns into 503s.
     pub async fn publish(&self, topic: &str, envelope: &Envelope) -> Result<(), PublishError> {
+        self.publish_within(topic, envelope, self.timeout).await
+    }
+
+    /// As [`Publisher::publish`], waiting at most `limit` (and never longer than the
+    /// configured timeout): a route with a deadline of its own passes the time it has left.
+    pub async fn publish_within(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+        limit: Duration,
+    ) -> Result<(), PublishError> {
+        let timeout = limit.min(self.timeout);
         let record = FutureRecord::to(topic)
             .key(envelope.key())
             .payload(envelope.data.as_ref())
             .headers(envelope_headers(envelope));
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(self.timeout, self.producer.send(record, Duration::ZERO)).await;
+        let sent = tokio::time::timeout(timeout, self.producer.send(record, Duration::ZERO)).await;
         self.metrics
             .broker_ack
             .get(|| metrics::histogram!(observe::BROKER_ACK_DURATION_SECONDS))
             .record(started.elapsed().as_secs_f64());
         match sent {
-            Err(_) => Err(PublishError::Timeout(self.timeout)),
+            Err(_) => Err(PublishError::Timeout(timeout)),
             Ok(Err((err, _))) => Err(PublishError::Kafka(err)),
             Ok(Ok(_)) => {
                 self.metrics.published(envelope.kind.name());

@@ -158,9 +158,13 @@ impl Event {
         self.json().get(field).and_then(Value::as_str)
     }
 
-    /// When Confluence says it happened, epoch milliseconds.
+    /// When Confluence says it happened, epoch milliseconds: Connect's `timestamp`, Forge's
+    /// `eventCreatedDate`.
     pub fn timestamp_millis(&self) -> Option<i64> {
-        self.json().get("timestamp").and_then(Value::as_i64)
+        match self.source() {
+            EventSource::Connect => self.json().get("timestamp").and_then(Value::as_i64),
+            EventSource::Forge => forge_payload::timestamp_millis(self.json()),
+        }
     }
 
     /// The page: Connect's `page`, or Forge's `content` when it is a page.
@@ -186,15 +190,25 @@ impl Event {
         }
     }
 
+    /// The comment: Connect's `comment`, or Forge's `content` when it is a comment (its
+    /// `container` as the parent, the newest of its `ancestors` as the one it answers).
     pub fn comment(&self) -> Option<Comment> {
-        self.entity("comment")
+        match self.source() {
+            EventSource::Connect => self.entity("comment"),
+            EventSource::Forge => forge_payload::comment(self.json()),
+        }
     }
 
+    /// The attachment: Connect's or Forge's `attachment`.
     pub fn attachment(&self) -> Option<Attachment> {
-        self.entity("attachment")
+        match self.source() {
+            EventSource::Connect => self.entity("attachment"),
+            EventSource::Forge => forge_payload::attachment(self.json()),
+        }
     }
 
-    /// The space: Connect's `space`, or the space of Forge's `content`.
+    /// The space: Connect's `space`; for Forge the top-level `space` of space and
+    /// space-level label events, otherwise the space of the content or attachment.
     pub fn space(&self) -> Option<Space> {
         match self.source() {
             EventSource::Connect => self.entity("space"),
@@ -202,10 +216,13 @@ impl Event {
         }
     }
 
+    /// The label: `label` (`id`, `name`, `prefix`), the same shape on both platforms.
     pub fn label(&self) -> Option<Label> {
         self.entity("label")
     }
 
+    /// The user of a user event: `user`, whose `accountId`, `accountType` and
+    /// `displayName` both platforms name alike.
     pub fn user(&self) -> Option<User> {
         self.entity("user")
     }
@@ -299,6 +316,255 @@ mod tests {
         assert_eq!(connect.forge_name(), None);
     }
 
+    fn connect_event(name: &str, body: Value) -> Event {
+        let envelope = Envelope::new(
+            EventKind::Webhook(name.into()),
+            "tenant-1",
+            "https://acme.atlassian.net/wiki",
+            bytes::Bytes::from(body.to_string()),
+        );
+        Event::new(envelope, origin()).expect("json body")
+    }
+
+    /// A Forge delivery of `body`, whose `eventType` names the event.
+    fn forge_event(body: Value) -> Event {
+        let name = body["eventType"].as_str().expect("eventType").to_string();
+        let envelope = Envelope::new(
+            EventKind::Forge(name),
+            "ari:cloud:confluence::site/c1",
+            "https://api.atlassian.com/ex/confluence/c1",
+            bytes::Bytes::from(body.to_string()),
+        );
+        Event::new(envelope, origin()).expect("json body")
+    }
+
+    fn forge_user(account_id: &str) -> Value {
+        serde_json::json!({
+            "type": "known", "accountId": account_id, "accountType": "atlassian",
+            "displayName": account_id, "publicName": account_id
+        })
+    }
+
+    fn forge_space() -> Value {
+        serde_json::json!({
+            "id": 827392002, "key": "SP", "alias": "SP", "name": "Project: Sample Project",
+            "type": "global", "status": "current"
+        })
+    }
+
+    #[test]
+    fn comments_read_from_both_shapes() {
+        let connect = connect_event(
+            "comment_created",
+            serde_json::json!({
+                "comment": {"id": 9, "title": "Re: T", "parent": {"id": 42, "title": "T"}, "inReplyTo": {"id": 8}}
+            }),
+        );
+        let comment = connect.comment().expect("connect comment");
+        assert_eq!(comment.content.id.as_deref(), Some("9"));
+        assert_eq!(comment.parent.and_then(|p| p.id).as_deref(), Some("42"));
+        assert_eq!(
+            comment.in_reply_to.and_then(|c| c.content.id).as_deref(),
+            Some("8")
+        );
+
+        let forge = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:created:comment",
+            "atlassianId": "4ad9",
+            "eventCreatedDate": "2021-01-20T06:29:21.907Z",
+            "content": {
+                "id": "838205455", "type": "comment", "status": "current",
+                "title": "Re: A brand new page", "space": forge_space(),
+                "history": {"latest": true, "createdBy": forge_user("4ad9"), "createdDate": "2021-01-20T07:10:41.070Z"},
+                "version": {"by": forge_user("4ad9"), "when": "2021-01-20T08:35:00.100Z", "number": 1},
+                "ancestors": [
+                    {"id": "838205415", "type": "comment", "title": "Re: A brand new page"},
+                    {"id": "838205400", "type": "comment", "title": "older"}
+                ],
+                "container": {"id": "838205441", "type": "page", "title": "A brand new page", "space": forge_space()},
+                "extensions": {"location": "footer"}
+            }
+        }));
+        assert_eq!(forge.name(), "comment_created");
+        let comment = forge.comment().expect("forge comment");
+        assert_eq!(comment.content.id.as_deref(), Some("838205455"));
+        assert_eq!(comment.content.content_type.as_deref(), Some("comment"));
+        assert_eq!(comment.content.space_key.as_deref(), Some("SP"));
+        assert_eq!(comment.content.creator_account_id.as_deref(), Some("4ad9"));
+        assert_eq!(comment.content.version, Some(1));
+        let parent = comment.parent.expect("the container");
+        assert_eq!(parent.id.as_deref(), Some("838205441"));
+        assert_eq!(parent.content_type.as_deref(), Some("page"));
+        assert_eq!(
+            comment.in_reply_to.and_then(|c| c.content.id).as_deref(),
+            Some("838205415"),
+            "the newest ancestor"
+        );
+        assert!(forge.page().is_none(), "a comment is not a page");
+
+        let on_a_page = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:created:page",
+            "content": {"id": "1", "type": "page"}
+        }));
+        assert!(on_a_page.comment().is_none());
+    }
+
+    #[test]
+    fn attachments_read_from_both_shapes() {
+        let connect = connect_event(
+            "attachment_created",
+            serde_json::json!({
+                "attachment": {"id": 77, "fileName": "logo.png", "fileSize": 3329, "mediaType": "image/png", "comment": "v2"}
+            }),
+        );
+        let attachment = connect.attachment().expect("connect attachment");
+        assert_eq!(attachment.content.id.as_deref(), Some("77"));
+        assert_eq!(attachment.file_name.as_deref(), Some("logo.png"));
+        assert_eq!(attachment.file_size, Some(3329));
+        assert_eq!(attachment.media_type.as_deref(), Some("image/png"));
+
+        let forge = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:created:attachment",
+            "atlassianId": "4ad9",
+            "eventCreatedDate": "2021-01-20T06:29:21.907Z",
+            "attachment": {
+                "id": "838205455", "type": "attachment", "status": "current", "title": "logo.png",
+                "space": forge_space(),
+                "history": {"latest": true, "createdBy": forge_user("4ad9"), "createdDate": "2021-01-20T07:10:41.070Z"},
+                "version": {"by": forge_user("5df0"), "when": "2021-01-20T08:35:00.100Z", "number": 2},
+                "container": {"id": "838205441", "type": "page", "title": "A brand new page"},
+                "extensions": {"mediaType": "image/png", "fileSize": "3329", "mediaTypeDescription": "PNG Image"}
+            }
+        }));
+        assert_eq!(forge.name(), "attachment_created");
+        let attachment = forge.attachment().expect("forge attachment");
+        assert_eq!(attachment.content.id.as_deref(), Some("838205455"));
+        assert_eq!(attachment.content.space_key.as_deref(), Some("SP"));
+        assert_eq!(
+            attachment.content.last_modifier_account_id.as_deref(),
+            Some("5df0")
+        );
+        assert_eq!(attachment.file_name.as_deref(), Some("logo.png"));
+        assert_eq!(attachment.file_size, Some(3329), "a size sent as text");
+        assert_eq!(attachment.media_type.as_deref(), Some("image/png"));
+        assert_eq!(forge.space().and_then(|s| s.key).as_deref(), Some("SP"));
+    }
+
+    #[test]
+    fn labels_read_from_both_shapes() {
+        let connect = connect_event(
+            "label_added",
+            serde_json::json!({"label": {"id": 5, "name": "draft", "prefix": "global"}}),
+        );
+        let label = connect.label().expect("connect label");
+        assert_eq!(
+            (label.id.as_deref(), label.name.as_deref()),
+            (Some("5"), Some("draft"))
+        );
+
+        let forge = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:added:label",
+            "atlassianId": "4ad9",
+            "eventCreatedDate": "2021-01-20T06:29:21.970Z",
+            "label": {"id": "123456789", "name": "example-label", "prefix": "global"},
+            "content": {"id": "838205441", "type": "page", "title": "A brand new page", "space": forge_space()}
+        }));
+        assert_eq!(forge.name(), "label_added");
+        let label = forge.label().expect("forge label");
+        assert_eq!(label.id.as_deref(), Some("123456789"));
+        assert_eq!(label.name.as_deref(), Some("example-label"));
+        assert_eq!(label.prefix.as_deref(), Some("global"));
+        assert_eq!(
+            forge.content().and_then(|c| c.id).as_deref(),
+            Some("838205441")
+        );
+        assert_eq!(forge.space().and_then(|s| s.key).as_deref(), Some("SP"));
+    }
+
+    #[test]
+    fn users_read_from_both_shapes() {
+        let connect = connect_event(
+            "user_created",
+            serde_json::json!({"user": {"accountId": "557058:u", "accountType": "atlassian", "displayName": "Ann"}}),
+        );
+        let user = connect.user().expect("connect user");
+        assert_eq!(user.account_id.as_deref(), Some("557058:u"));
+        assert_eq!(user.display_name.as_deref(), Some("Ann"));
+
+        let forge = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:created:user",
+            "eventCreatedDate": "2021-01-20T06:29:21.970Z",
+            "user": forge_user("4ad9aa0c52dc1b420a791d12")
+        }));
+        assert_eq!(forge.name(), "user_created");
+        let user = forge.user().expect("forge user");
+        assert_eq!(user.account_id.as_deref(), Some("4ad9aa0c52dc1b420a791d12"));
+        assert_eq!(user.account_type.as_deref(), Some("atlassian"));
+        assert_eq!(forge.user_account_id(), None, "user events name no actor");
+    }
+
+    #[test]
+    fn spaces_read_from_both_shapes() {
+        let connect = connect_event(
+            "space_created",
+            serde_json::json!({"space": {"id": 3, "key": "DEV", "name": "Development", "creatorAccountId": "u1", "creationDate": 1700000000000_i64}}),
+        );
+        let space = connect.space().expect("connect space");
+        assert_eq!(space.key.as_deref(), Some("DEV"));
+        assert_eq!(space.creation_date, Some(1_700_000_000_000));
+
+        let mut space = forge_space();
+        space["history"] = serde_json::json!({
+            "createdBy": forge_user("4ad9"), "createdDate": "2021-01-20T06:29:20.501Z"
+        });
+        let forge = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:created:space:V2",
+            "atlassianId": "4ad9",
+            "eventCreatedDate": "2021-01-20T06:29:21.907Z",
+            "space": space
+        }));
+        assert_eq!(forge.name(), "space_created");
+        let space = forge.space().expect("forge space");
+        assert_eq!(space.id.as_deref(), Some("827392002"));
+        assert_eq!(space.key.as_deref(), Some("SP"));
+        assert_eq!(space.name.as_deref(), Some("Project: Sample Project"));
+        assert_eq!(space.creator_account_id.as_deref(), Some("4ad9"));
+        assert_eq!(space.creation_date, Some(1_611_124_160_501));
+
+        // A space-level label event carries the space at the top level too.
+        let label_on_space = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:added:label",
+            "label": {"id": "1", "name": "x", "prefix": "global"},
+            "space": forge_space()
+        }));
+        assert_eq!(
+            label_on_space.space().and_then(|s| s.key).as_deref(),
+            Some("SP")
+        );
+        assert!(label_on_space.content().is_none());
+    }
+
+    #[test]
+    fn timestamps_read_from_both_shapes() {
+        let connect = connect_event(
+            "page_created",
+            serde_json::json!({"timestamp": 1700000000000_i64, "page": {"id": 1}}),
+        );
+        assert_eq!(connect.timestamp_millis(), Some(1_700_000_000_000));
+
+        let forge = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:created:page",
+            "eventCreatedDate": "2021-01-20T06:29:21.907Z",
+            "content": {"id": "1", "type": "page"}
+        }));
+        assert_eq!(forge.timestamp_millis(), Some(1_611_124_161_907));
+        let undated = forge_event(serde_json::json!({
+            "eventType": "avi:confluence:created:page",
+            "eventCreatedDate": "yesterday"
+        }));
+        assert_eq!(undated.timestamp_millis(), None);
+    }
+
     #[test]
     fn a_body_that_is_not_json_is_refused_when_decoded_not_when_read() {
         let bodies: [&[u8]; 4] = [
@@ -356,6 +622,24 @@ mod tests {
             if let Ok(event) = Event::new(envelope, origin()) {
                 read_everything(&event);
             }
+        }
+
+        #[test]
+        fn forge_bodies_of_arbitrary_shapes_never_panic(
+            entity in prop_oneof![Just("content"), Just("attachment"), Just("space"), Just("label"), Just("user")],
+            id in prop_oneof![any::<i64>().prop_map(Value::from), ".{0,10}".prop_map(Value::from), Just(Value::Null), any::<f64>().prop_map(Value::from)],
+            nested in ".{0,40}",
+        ) {
+            let body = serde_json::json!({
+                "eventType": "avi:confluence:created:comment",
+                entity: {
+                    "id": id, "type": "comment", "space": nested, "history": {"createdDate": nested},
+                    "ancestors": [id, {"id": nested}], "container": id,
+                    "extensions": {"fileSize": nested, "mediaType": id}
+                },
+                "eventCreatedDate": nested,
+            });
+            read_everything(&forge_event(body));
         }
 
         #[test]

@@ -207,3 +207,44 @@ fn the_authorization_server_is_per_host_unless_one_is_configured() {
             .contains("oauth_authorization_server_url")
     );
 }
+
+#[test]
+fn the_default_forge_trigger_has_every_lifecycle_event_and_the_readme_says_so() {
+    use crate::forge::ForgeEvent;
+    let defaults = Config::defaults().expect("defaults are valid");
+    let readme = include_str!("../../../README.md");
+    let row = readme
+        .lines()
+        .find(|line| line.starts_with("| `TRIBUTARY_FORGE_EVENTS` |"))
+        .expect("the README's settings table has TRIBUTARY_FORGE_EVENTS");
+    // A trigger without the uninstall never tells a default deployment of one.
+    for lifecycle in [
+        ForgeEvent::INSTALLED,
+        ForgeEvent::UPGRADED,
+        ForgeEvent::UNINSTALLED,
+    ] {
+        assert!(
+            defaults.forge_events.iter().any(|e| e == lifecycle),
+            "{lifecycle}"
+        );
+    }
+    for event in &defaults.forge_events {
+        assert!(
+            row.contains(&format!("\"{event}\"")),
+            "README lacks {event}"
+        );
+    }
+}
+
+#[test]
+fn the_forge_deadline_stays_below_forges_invocation_timeout() {
+    let defaults = Config::defaults().expect("defaults are valid");
+    assert!(defaults.forge_deadline_ms < FORGE_INVOCATION_TIMEOUT_MS);
+    assert!(defaults.forge_deadline_ms > 0);
+    for bad in ["0", "5000", "9000"] {
+        assert!(
+            error_text(&[("TRIBUTARY_FORGE_DEADLINE_MS", bad)]).contains("forge_deadline_ms"),
+            "{bad}"
+        );
+    }
+}

@@ -35,6 +35,25 @@ pub async fn deliver(
     State(forge): State<Arc<ForgeState>>,
     request: Request,
 ) -> Result<Response, ForgeRefusal> {
+    // Forge counts a delivery unanswered after 5 s as failed, so everything up to the
+    // broker's acknowledgement shares one deadline below that. Work cut short before the
+    // publish is redone by Forge's retry (each step is safe to repeat); the broker wait
+    // gets only what is left.
+    let deadline = tokio::time::Instant::now() + forge.deadline;
+    let envelope = tokio::time::timeout_at(deadline, prepare(&forge, request))
+        .await
+        .map_err(|_| ForgeRefusal::DeadlineExceeded(forge.deadline))??;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if left.is_zero() {
+        return Err(ForgeRefusal::DeadlineExceeded(forge.deadline));
+    }
+    forge.app.publish_within(&envelope, left).await?;
+    Ok(accepted(&envelope))
+}
+
+/// Everything before the publish: the token, the body, the installation and its token,
+/// the event id and the lifecycle effects; the envelope to publish.
+async fn prepare(forge: &ForgeState, request: Request) -> Result<Envelope, ForgeRefusal> {
     let app = &forge.app;
     let (parts, body) = request.into_parts();
     check_json_content_type(&parts.headers)?;
@@ -139,8 +158,7 @@ pub async fn deliver(
     )
     .with_subject(subject_of(&json));
     envelope.id = event_id;
-    app.publish(&envelope).await?;
-    Ok(accepted(&envelope))
+    Ok(envelope)
 }
 
 /// The app system token and when to stop using it: the token's own `exp` when it is a

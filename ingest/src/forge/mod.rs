@@ -35,6 +35,8 @@ pub struct ForgeState {
     pub retry_window: Duration,
     /// How long a system token is used when it does not carry its own expiry.
     pub token_ttl: Duration,
+    /// How long a delivery may take in all before it is answered, below Forge's 5 s.
+    pub deadline: Duration,
 }
 
 impl ForgeState {
@@ -62,6 +64,7 @@ impl ForgeState {
             connect_tenants,
             retry_window: Duration::from_secs(config.forge_retry_window_seconds),
             token_ttl: Duration::from_secs(config.forge_system_token_ttl_seconds),
+            deadline: Duration::from_millis(config.forge_deadline_ms),
         })
     }
 }

@@ -14,6 +14,9 @@ pub enum ForgeRefusal {
     Token(#[from] ForgeAuthError),
     #[error(transparent)]
     Edge(#[from] Rejection),
+    /// The delivery's deadline passed before it was published.
+    #[error("the delivery was not published within its deadline of {0:?}")]
+    DeadlineExceeded(std::time::Duration),
 }
 
 impl ForgeRefusal {
@@ -21,6 +24,7 @@ impl ForgeRefusal {
         match self {
             ForgeRefusal::Token(err) => err.code(),
             ForgeRefusal::Edge(err) => err.code(),
+            ForgeRefusal::DeadlineExceeded(_) => "deadline_exceeded",
         }
     }
 
@@ -31,6 +35,8 @@ impl ForgeRefusal {
             ForgeRefusal::Token(err) if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ForgeRefusal::Token(_) => StatusCode::UNAUTHORIZED,
             ForgeRefusal::Edge(err) => err.status(),
+            // Forge retries a 5xx, and the retry keeps the event id.
+            ForgeRefusal::DeadlineExceeded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -70,6 +76,13 @@ mod tests {
         assert_eq!(
             ForgeRefusal::Edge(Rejection::BodyTooLarge).status(),
             StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let late =
+            ForgeRefusal::DeadlineExceeded(std::time::Duration::from_secs(4)).into_response();
+        assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            late.extensions().get::<Refused>().map(|r| r.code),
+            Some("deadline_exceeded")
         );
     }
 }

@@ -4,7 +4,9 @@
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde_json::{Value, json};
-use tributary_common::store::{TenantStatus, TenantStore, site_tenant_key};
+use tributary_common::store::{
+    ForgeStatus, ForgeStore, TenantStatus, TenantStore, site_tenant_key,
+};
 use tributary_devkit::forge::{ForgeInstallation, JwksServer, TEST_APP_ID, retried};
 use tributary_devkit::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_2, InstallKey, test_keyring};
 
@@ -351,5 +353,125 @@ async fn a_linked_connect_tenant_gets_both_kinds_in_order_under_one_key() {
         .await;
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.code(), "tenant_uninstalled");
+    ingest.stop().await.expect("clean stop");
+}
+
+/// Forge waits 5 s for an answer; with the default deadline and the default (5 s) publish
+/// timeout, a delivery the broker cannot take must still get its 503 before then, and
+/// Forge's retry once the broker is back lands under the same event id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_while_the_broker_is_down_answers_503_before_forge_gives_up() {
+    let world = world().await;
+    let forge = Forge::start().await;
+    let defaults = tributary_common::Config::defaults().expect("defaults");
+    let publish_timeout = defaults.ingest_publish_timeout_ms.to_string();
+    let mut settings = forge.settings();
+    // The world shortens the publish timeout; this test runs on the default.
+    settings.push(("TRIBUTARY_INGEST_PUBLISH_TIMEOUT_MS", &publish_timeout));
+    let ingest = world.ingest(&settings).await;
+    // The installation and the JWKS are known before the outage.
+    let warm_up = ingest
+        .send(&forge.site.delivery(&forge.page_created("1")).expect("sign"))
+        .await;
+    assert_eq!(warm_up.status(), 204, "{}", warm_up.text());
+
+    world.broker_down().await;
+    let body = forge.page_created("broker-down");
+    let started = std::time::Instant::now();
+    let refused = ingest
+        .send(&forge.site.delivery(&body).expect("sign"))
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(refused.status(), 503, "{}", refused.text());
+    assert!(
+        ["broker_unavailable", "deadline_exceeded"].contains(&refused.code().as_str()),
+        "{}",
+        refused.text()
+    );
+    assert!(
+        waited < std::time::Duration::from_millis(4800),
+        "answered after {waited:?}, too late for Forge"
+    );
+
+    world.broker_up().await;
+    let mut accepted = None;
+    for count in 1..=30 {
+        let retry = retried(&body, count);
+        let answer = ingest
+            .send(&forge.site.delivery(&retry).expect("sign"))
+            .await;
+        if answer.status() == 204 {
+            accepted = answer.event_id().map(str::to_string);
+            break;
+        }
+        assert_eq!(answer.status(), 503, "{}", answer.text());
+    }
+    let accepted = accepted.expect("accepted once the broker is back");
+    let records = world.records(EVENTS_TOPIC).await;
+    let landed: Vec<_> = records
+        .iter()
+        .filter(|r| payload_text(r).contains("broker-down"))
+        .collect();
+    assert!(!landed.is_empty(), "the retry is on the topic");
+    for record in landed {
+        // Whatever the broker took after the 503 travels under the same id.
+        assert_eq!(header(record, "ce_id").as_deref(), Some(accepted.as_str()));
+    }
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forge_install_after_an_uninstall_revives_the_tenant() {
+    let world = world().await;
+    let forge = Forge::start().await;
+    let ingest = world.ingest(&forge.settings()).await;
+    let tenant = Tenant::new("revived");
+    let mut install = tenant.lifecycle_body("installed");
+    install["installationId"] = json!(forge.site.installation_id);
+    let target = "/lifecycle/installed";
+    let token = install_token(&tenant.client_key, target, APP_BASE_URL, KID, INSTALL_KEY_1);
+    let installed = ingest
+        .send(&Raw::post(target, &install).token(&token))
+        .await;
+    assert_eq!(installed.status(), 204, "{}", installed.text());
+
+    let pool = world.pool().await;
+    let tenants = TenantStore::new(pool.clone(), test_keyring());
+    let installations = ForgeStore::new(pool, test_keyring());
+    let lifecycle = |event: &str| forge.site.delivery(&forge.site.lifecycle_event(event));
+
+    let answer = ingest
+        .send(&lifecycle("avi:forge:uninstalled:app").expect("sign"))
+        .await;
+    assert_eq!(answer.status(), 204, "{}", answer.text());
+    let status = |tenant: Option<tributary_common::store::Tenant>| tenant.map(|t| t.status);
+    assert_eq!(
+        status(tenants.get(&tenant.client_key).await.expect("read")),
+        Some(TenantStatus::Uninstalled)
+    );
+    let refused = ingest
+        .webhook(&tenant, "page_created", &page_event("while-uninstalled"))
+        .await;
+    assert_eq!(refused.code(), "tenant_uninstalled");
+
+    let answer = ingest
+        .send(&lifecycle("avi:forge:installed:app").expect("sign"))
+        .await;
+    assert_eq!(answer.status(), 204, "{}", answer.text());
+    assert_eq!(
+        status(tenants.get(&tenant.client_key).await.expect("read")),
+        Some(TenantStatus::Installed)
+    );
+    let forge_status = installations
+        .by_installation(&forge.site.installation_id)
+        .await
+        .expect("read")
+        .map(|i| i.status);
+    assert_eq!(forge_status, Some(ForgeStatus::Installed));
+    // The Connect routes know at once: the tenant's webhooks are taken again.
+    let taken = ingest
+        .webhook(&tenant, "page_created", &page_event("after-reinstall"))
+        .await;
+    assert_eq!(taken.status(), 204, "{}", taken.text());
     ingest.stop().await.expect("clean stop");
 }

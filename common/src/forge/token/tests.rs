@@ -332,3 +332,35 @@ async fn staging_tokens_are_checked_against_the_staging_jwks() {
     assert_eq!(refused.code(), "unknown_kid");
     assert_eq!((staging.hits(), production.hits()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_token_within_the_leeway_is_accepted_and_one_past_it_is_not() {
+    // The verifier's leeway is 30 s: clocks of Forge and the ingest may disagree by that.
+    let s = setup().await;
+    let now = now_unix();
+    let token = s
+        .site
+        .token()
+        .claim("iat", now - 100)
+        .claim("nbf", now - 100);
+    let just_expired = token.clone().claim("exp", now - 10);
+    assert_eq!(
+        refusal(&s, &s.site.sign(&just_expired).expect("sign")).await,
+        "accepted"
+    );
+    let almost_valid = token.clone().claim("nbf", now + 10).claim("exp", now + 60);
+    assert_eq!(
+        refusal(&s, &s.site.sign(&almost_valid).expect("sign")).await,
+        "accepted"
+    );
+    let long_expired = token.clone().claim("exp", now - 45);
+    assert_eq!(
+        refusal(&s, &s.site.sign(&long_expired).expect("sign")).await,
+        "expired"
+    );
+    let not_yet = token.claim("nbf", now + 45).claim("exp", now + 120);
+    assert_eq!(
+        refusal(&s, &s.site.sign(&not_yet).expect("sign")).await,
+        "not_yet_valid"
+    );
+}
