@@ -68,7 +68,9 @@ async fn broker_down_answers_503_in_bounded_time_and_the_retry_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_webhooks_while_the_broker_flaps_lose_nothing_acknowledged() {
-    if skip_without_fault_injection("concurrent_webhooks_while_the_broker_flaps_lose_nothing_acknowledged") {
+    if skip_without_fault_injection(
+        "concurrent_webhooks_while_the_broker_flaps_lose_nothing_acknowledged",
+    ) {
         return;
     }
     let world = world().await;

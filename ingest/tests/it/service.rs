@@ -9,7 +9,9 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readyz_turns_unready_when_the_database_or_the_broker_is_unreachable() {
-    if skip_without_fault_injection("readyz_turns_unready_when_the_database_or_the_broker_is_unreachable") {
+    if skip_without_fault_injection(
+        "readyz_turns_unready_when_the_database_or_the_broker_is_unreachable",
+    ) {
         return;
     }
     let world = world().await;
@@ -98,7 +100,8 @@ async fn beyond_the_in_flight_bound_the_answer_is_an_immediate_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_finishes_the_request_in_flight_then_stops_accepting() {
-    if skip_without_fault_injection("shutdown_finishes_the_request_in_flight_then_stops_accepting") {
+    if skip_without_fault_injection("shutdown_finishes_the_request_in_flight_then_stops_accepting")
+    {
         return;
     }
     let world = world().await;
