@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tributary_common::connect::token::now_unix;
+use tributary_common::connect::{CanonicalForm, CanonicalRequest};
 use tributary_devkit::harness::{APP_BASE_URL, APP_KEY, Ingest, KID, Raw, Tenant};
 use tributary_devkit::token::INSTALL_USER;
 use tributary_devkit::{INSTALL_KEY_1, INSTALL_KEY_2, INSTALL_PUB_1, Token};
@@ -51,6 +52,16 @@ pub struct Case {
     /// Send the headers slowly over a raw connection, never finishing them.
     #[serde(default)]
     pub slow_head: Option<SlowHead>,
+    /// Sent to an ingest with legacy (unsigned) installs allowed.
+    #[serde(default)]
+    pub legacy: bool,
+    /// Sent this many times at once; every answer must be the documented one.
+    #[serde(default)]
+    pub concurrent: Option<usize>,
+    /// The dedicated test that shows what a single request cannot (a race's one winner,
+    /// say); documentation only.
+    #[serde(default)]
+    pub see: Option<String>,
     pub expect: Expect,
 }
 
@@ -76,8 +87,10 @@ pub struct TokenSpec {
     pub kid: Option<String>,
     /// `app` for the app base URL, or a literal audience.
     pub aud: Option<String>,
-    /// The request the qsh is computed for (`METHOD target`), a literal (`lit:<qsh>`), or
-    /// `omit`; by default the request sent.
+    /// The request the qsh is computed for (`METHOD target`), a literal (`lit:<qsh>`),
+    /// `omit`, or `java` / `javascript` for the request sent in that Atlassian canonical
+    /// form (they differ for repeated parameters out of order and non-ASCII names); by
+    /// default the request sent.
     pub qsh: Option<String>,
     /// Seconds added to now for `iat`.
     #[serde(default)]
@@ -154,6 +167,10 @@ pub struct Expect {
     /// may refuse before or while reading what it is sent).
     #[serde(default)]
     pub or_closed: bool,
+    /// Install-key fetches the case may cost the first time it is sent (the runner counts
+    /// them at the world's key server).
+    #[serde(default)]
+    pub key_fetches: Option<usize>,
 }
 
 impl Corpus {
@@ -271,6 +288,17 @@ impl Case {
         token = match spec.qsh.as_deref() {
             None => token.for_request(&self.method, target),
             Some("omit") => token,
+            Some(form @ ("java" | "javascript")) => {
+                let form = if form == "java" {
+                    CanonicalForm::Java
+                } else {
+                    CanonicalForm::JavaScript
+                };
+                token.claim(
+                    "qsh",
+                    CanonicalRequest::in_form(form, &self.method, target, "").qsh,
+                )
+            }
             Some(lit) if lit.starts_with("lit:") => {
                 token.claim("qsh", lit.trim_start_matches("lit:"))
             }
@@ -387,7 +415,13 @@ impl Case {
         raw
     }
 
-    /// Sends the case and reads what came back.
+    /// Sends the case ([`Case::concurrent`] copies at once) and reads what came back.
+    pub async fn run_all(&self, ingest: &Ingest, cast: &Cast) -> Vec<Outcome> {
+        let copies = self.concurrent.unwrap_or(1).max(1);
+        futures::future::join_all((0..copies).map(|_| self.run(ingest, cast))).await
+    }
+
+    /// Sends the case once and reads what came back.
     pub async fn run(&self, ingest: &Ingest, cast: &Cast) -> Outcome {
         // A connection of its own per case: a case the ingest answers by closing (an
         // oversize body) must not leave a dead pooled connection for the next case.

@@ -435,3 +435,397 @@ async fn unsigned_lifecycle_bodies_cannot_starve_webhooks() {
     );
     ingest.stop().await.expect("clean stop");
 }
+
+/// The answer on `stream` (head and `Content-Length` body), if a whole one arrives within
+/// `within`.
+async fn answer_within(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&read).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let declared = text[..end]
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if read.len() >= end + 4 + declared {
+                return Some(text);
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => read.extend_from_slice(&buffer[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// The `error` code in the JSON body of a raw answer.
+fn raw_code(answer: &str) -> String {
+    answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .and_then(|body| body["error"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_past_the_cap_wait_until_one_closes_and_the_gauge_counts_them() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    const OPEN: &str = "tributary_ingest_open_connections";
+    const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let world = world().await;
+    // Nothing else talks to this ingest (its pooled client would hold a slot); the
+    // metrics are served on a listener of their own, outside the cap.
+    let ingest = world
+        .ingest(&[("TRIBUTARY_INGEST_MAX_CONNECTIONS", "2")])
+        .await;
+    let open = || async { counter(&ingest.metrics().await, OPEN) };
+
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut stream = TcpStream::connect(ingest.addr).await.expect("connect");
+        stream.write_all(HEALTH).await.expect("request");
+        let answer = answer_within(&mut stream, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("connection {i} within the cap is served"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        held.push(stream);
+    }
+    assert_eq!(open().await, 2.0, "two kept-alive connections are open");
+
+    // The kernel completes the handshake, but the server does not take the connection
+    // from the backlog while the cap is reached: the request waits, unanswered.
+    let mut waiting = TcpStream::connect(ingest.addr).await.expect("connect");
+    waiting.write_all(HEALTH).await.expect("request");
+    assert!(
+        answer_within(&mut waiting, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "a connection past the cap is not served"
+    );
+    assert_eq!(open().await, 2.0, "the waiting connection is not counted");
+
+    // One closes: the waiting connection takes its slot and its request is answered.
+    drop(held.pop());
+    let answer = answer_within(&mut waiting, Duration::from_secs(10))
+        .await
+        .expect("served once a connection closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A closed connection gives its gauge count back before its slot.
+    assert_eq!(open().await, 2.0, "one held and the one that waited");
+
+    drop(held);
+    drop(waiting);
+    let mut last = open().await;
+    for _ in 0..100 {
+        if last == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = open().await;
+    }
+    assert_eq!(last, 0.0, "closed connections leave the gauge");
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lifecycle_callbacks_without_a_valid_token_are_refused_before_any_body_byte() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tributary_devkit::INSTALL_KEY_2;
+    // A lifecycle limit as large as the global one, so the declared length alone (1 MB) is
+    // no reason to refuse: only the token is.
+    let world = world().await;
+    let ingest = world
+        .ingest(&[("TRIBUTARY_INGEST_LIFECYCLE_MAX_BODY_BYTES", "1048576")])
+        .await;
+    let stranger = Tenant::new("headers-only");
+    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        (
+            "installed, no token",
+            "installed",
+            None,
+            401,
+            "missing_token",
+        ),
+        (
+            "installed, signed with a key that is not Atlassian's",
+            "installed",
+            Some(install_token(
+                &stranger.client_key,
+                "/lifecycle/installed",
+                APP_BASE_URL,
+                KID,
+                INSTALL_KEY_2,
+            )),
+            401,
+            "bad_signature",
+        ),
+        (
+            "installed, HS256 from a made-up tenant",
+            "installed",
+            Some(stranger.token("/lifecycle/installed")),
+            401,
+            "unsupported_alg",
+        ),
+        ("enabled, no token", "enabled", None, 401, "missing_token"),
+        (
+            "enabled, HS256 from a made-up tenant",
+            "enabled",
+            Some(stranger.token("/lifecycle/enabled")),
+            401,
+            "unknown_issuer",
+        ),
+    ];
+    for (name, kind, token, status, code) in cases {
+        let mut stream = tokio::net::TcpStream::connect(ingest.addr)
+            .await
+            .expect("connect");
+        let authorization = token
+            .map(|t| format!("Authorization: JWT {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "POST /lifecycle/{kind} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 1000000\r\n{authorization}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        // Not one body byte is sent: an answer at all shows the body was never waited for.
+        let answer = answer_within(&mut stream, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{name}: no answer without the body"));
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{name}: {answer}"
+        );
+        assert_eq!(raw_code(&answer), code, "{name}: {answer}");
+    }
+    let store = TenantStore::new(world.pool().await, test_keyring());
+    assert!(
+        store
+            .get(&stranger.client_key)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(world.records(LIFECYCLE_TOPIC).await.is_empty());
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn install_tokens_failing_a_claim_check_are_refused_before_any_key_fetch() {
+    use tributary_common::connect::token::now_unix;
+    let world = world().await;
+    let ingest = world.ingest(&[]).await;
+    // A real install first, so the world's key is known and fetched no more.
+    let warm = Tenant::new("warm");
+    assert_eq!(ingest.install(&warm).await.status(), 204);
+    let hits_before = world.keys.hits();
+
+    let newcomer = Tenant::new("claims");
+    let target = "/lifecycle/installed";
+    let body = newcomer.lifecycle_body("installed");
+    let signed = |token: Token, kid: &str| {
+        token
+            .for_request("POST", target)
+            .rs256(kid, INSTALL_KEY_1)
+            .expect("sign")
+    };
+    let now = now_unix();
+    let fresh = |i: usize| format!("never-fetched-{i}-{}", uuid::Uuid::new_v4().simple());
+    // Each token names a kid nobody fetched yet, so any fetch would show at the key server.
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "expired an hour ago",
+            signed(
+                Token::signed_install(&newcomer.client_key, APP_BASE_URL).issued_at(now - 3600),
+                &fresh(0),
+            ),
+            401,
+            "expired",
+        ),
+        (
+            "issued an hour from now",
+            signed(
+                Token::signed_install(&newcomer.client_key, APP_BASE_URL).issued_at(now + 3600),
+                &fresh(1),
+            ),
+            401,
+            "issued_in_future",
+        ),
+        (
+            "iss with a NUL",
+            signed(
+                Token::signed_install(&newcomer.client_key, APP_BASE_URL)
+                    .claim("iss", format!("{}\u{0}", newcomer.client_key)),
+                &fresh(2),
+            ),
+            400,
+            "malformed",
+        ),
+        (
+            "iss of 4 KiB",
+            signed(
+                Token::signed_install(&newcomer.client_key, APP_BASE_URL)
+                    .claim("iss", "k".repeat(4096)),
+                &fresh(3),
+            ),
+            400,
+            "malformed",
+        ),
+        (
+            "empty iss",
+            signed(
+                Token::signed_install(&newcomer.client_key, APP_BASE_URL).claim("iss", ""),
+                &fresh(4),
+            ),
+            400,
+            "malformed",
+        ),
+        (
+            "no iss",
+            signed(
+                Token::signed_install(&newcomer.client_key, APP_BASE_URL).without("iss"),
+                &fresh(5),
+            ),
+            400,
+            "malformed",
+        ),
+        (
+            "iss not a string",
+            signed(
+                Token::signed_install(&newcomer.client_key, APP_BASE_URL).claim("iss", 42),
+                &fresh(6),
+            ),
+            400,
+            "malformed",
+        ),
+    ];
+    for (name, token, status, code) in cases {
+        let answer = ingest.send(&Raw::post(target, &body).token(&token)).await;
+        assert_eq!(
+            (answer.status().as_u16(), answer.code().as_str()),
+            (status, code),
+            "{name}: {}",
+            answer.text()
+        );
+    }
+    assert_eq!(
+        world.keys.hits(),
+        hits_before,
+        "no key fetch for a token failing a claim check"
+    );
+
+    // An iss that is not the body's clientKey: the body is read only once the token is
+    // verified, so this comparison comes after the key; a known kid costs no fetch.
+    let impostor = install_token(
+        &format!("{}-other", newcomer.client_key),
+        target,
+        APP_BASE_URL,
+        KID,
+        INSTALL_KEY_1,
+    );
+    let answer = ingest
+        .send(&Raw::post(target, &body).token(&impostor))
+        .await;
+    assert_eq!(
+        (answer.status().as_u16(), answer.code().as_str()),
+        (401, "issuer_mismatch"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(world.keys.hits(), hits_before);
+
+    let store = TenantStore::new(world.pool().await, test_keyring());
+    assert!(
+        store
+            .get(&newcomer.client_key)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(
+        world.records(LIFECYCLE_TOPIC).await.len(),
+        1,
+        "the warm-up only"
+    );
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_issuer_remembered_as_unknown_is_forgotten_once_it_installs_on_every_replica() {
+    // A long negative cache, so expiry cannot explain anything below.
+    let long_ttl = [("TRIBUTARY_INGEST_NEGATIVE_CACHE_TTL_SECONDS", "3600")];
+    let world = world().await;
+    let first = world.ingest(&long_ttl).await;
+    let second = world.ingest(&long_ttl).await;
+    let newcomer = Tenant::new("late-comer");
+    for ingest in [&first, &second] {
+        for _ in 0..3 {
+            let refused = ingest
+                .webhook(&newcomer, "page_created", &page_event("early"))
+                .await;
+            assert_eq!(refused.code(), "unknown_issuer");
+        }
+    }
+
+    assert_eq!(first.install(&newcomer).await.status(), 204);
+    let accepted = first
+        .webhook(&newcomer, "page_created", &page_event("installed-here"))
+        .await;
+    assert_eq!(
+        accepted.status(),
+        204,
+        "the installing replica forgets at once: {}",
+        accepted.text()
+    );
+    // The other replica hears of the install through the change feed, asynchronously; a
+    // bounded wait keeps the test honest on a loaded machine.
+    let mut refused_by_second = 0;
+    let mut accepted_by_second = false;
+    for _ in 0..100 {
+        let answer = second
+            .webhook(
+                &newcomer,
+                "page_created",
+                &page_event("installed-elsewhere"),
+            )
+            .await;
+        if answer.status() == 204 {
+            accepted_by_second = true;
+            break;
+        }
+        assert_eq!(answer.code(), "unknown_issuer");
+        refused_by_second += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        accepted_by_second,
+        "the other replica forgets the unknown issuer too"
+    );
+    println!("webhooks refused by the other replica after the install: {refused_by_second}");
+    let bodies: Vec<String> = world
+        .records(EVENTS_TOPIC)
+        .await
+        .iter()
+        .map(payload_text)
+        .collect();
+    assert!(!bodies.iter().any(|b| b.contains("\"early\"")));
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| b.contains("installed-here"))
+            .count(),
+        1
+    );
+    first.stop().await.expect("clean stop");
+    second.stop().await.expect("clean stop");
+}

@@ -110,3 +110,34 @@ async fn secrets_never_show_in_debug_output() {
     assert!(!printed.contains(SECRET));
     assert!(printed.contains("client-key-acme"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confluence_answer_over_the_size_cap_is_refused_and_the_next_call_is_served() {
+    // The REST answer cap is 32 MiB: one byte more is refused, whatever the status says.
+    const CAP: usize = 32 * 1024 * 1024;
+    let harness = Harness::start(&[]).await;
+    harness.confluence.enqueue(
+        Scripted::status(200)
+            .header("content-type", "application/json")
+            .body(format!("\"{}\"", "x".repeat(CAP - 1))),
+    );
+    let error = harness
+        .client
+        .get_json::<Value>("/rest/api/content/1", &[])
+        .await
+        .expect_err("an answer over the cap is refused");
+    assert!(
+        matches!(&error, ConfluenceError::Transport { message, .. }
+            if message.contains(&format!("larger than {CAP} bytes"))),
+        "{error:?}"
+    );
+    assert_eq!(harness.confluence.hits(), 1, "not repeated by the client");
+    // A refusal must not leave a half-read connection in the pool for the next call.
+    let answer: Value = harness
+        .client
+        .get_json("/rest/api/content/1", &[])
+        .await
+        .expect("the next answer is read");
+    assert_eq!(answer["method"], "GET");
+    assert_eq!(harness.confluence.hits(), 2);
+}

@@ -1,6 +1,7 @@
 //! The processor against the mock Kafka cluster and a real Postgres database.
 
 mod acting_user;
+mod base_urls;
 mod batching;
 mod dead_letters;
 mod forge;
