@@ -10,7 +10,9 @@
 #   DURATION=20 scripts/wrk-ingest.sh
 #
 # Settings: DURATION (seconds of each run, 10), ADMIN_DATABASE_URL, BIN_DIR (binaries built
-# already: no build).
+# already: no build), COMPARE_BIN (another build's tributary-ingest: at the end, the two
+# ingests at 256 connections taken in turn, PAIRS times (3), so that a machine whose speed
+# drifts affects both alike).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,7 +72,7 @@ run_wrk() {
     END { printf "%s: %.0f requests/s, p50 %s, p99 %s, non-2xx %d\n", l, rps, p50, p99, bad }' "$WORK/wrk.out"
 }
 start_ingest() {
-  taskset -c 0 "$BIN/tributary-ingest" 2>"$WORK/ingest.log" &
+  taskset -c 0 "${1:-$BIN/tributary-ingest}" 2>"$WORK/ingest.log" &
   INGEST=$!
   PIDS+=($INGEST)
   wait_for http://127.0.0.1:8280/healthz || { cat "$WORK/ingest.log" >&2; exit 1; }
@@ -95,3 +97,14 @@ export TRIBUTARY_KAFKA_CLIENT_PROPERTIES=linger.ms=0
 start_ingest
 run_wrk "ingest, 16 connections, linger.ms=0" 16 http://127.0.0.1:8280/webhooks/page_created
 run_wrk "ingest, 256 connections, linger.ms=0" 256 http://127.0.0.1:8280/webhooks/page_created
+if [ -n "${COMPARE_BIN:-}" ]; then
+  unset TRIBUTARY_KAFKA_CLIENT_PROPERTIES
+  echo "== BIN_DIR's ingest and COMPARE_BIN's in turn, ${PAIRS:-3} pairs"
+  for _ in $(seq 1 "${PAIRS:-3}"); do
+    for build in BIN_DIR COMPARE_BIN; do
+      stop "$INGEST"
+      if [ "$build" = BIN_DIR ]; then start_ingest; else start_ingest "$COMPARE_BIN"; fi
+      run_wrk "ingest ($build), 256 connections" 256 http://127.0.0.1:8280/webhooks/page_created
+    done
+  done
+fi

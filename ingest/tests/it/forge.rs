@@ -361,6 +361,11 @@ async fn a_linked_connect_tenant_gets_both_kinds_in_order_under_one_key() {
 /// Forge's retry once the broker is back lands under the same event id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_while_the_broker_is_down_answers_503_before_forge_gives_up() {
+    if skip_without_fault_injection(
+        "a_delivery_while_the_broker_is_down_answers_503_before_forge_gives_up",
+    ) {
+        return;
+    }
     let world = world().await;
     let forge = Forge::start().await;
     let defaults = tributary_common::Config::defaults().expect("defaults");
