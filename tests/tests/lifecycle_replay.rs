@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tributary_common::store::{TenantStatus, TenantStore};
-use tributary_devkit::harness::{Ingest, Tenant, World};
+use tributary_devkit::harness::{Ingest, Service, Tenant, World};
 use tributary_devkit::test_keyring;
 use tributary_processor::builtin::TENANT_STATE;
 use tributary_tests::world::{self, EVENTS_TOPIC, start_processor};
@@ -89,6 +89,33 @@ fn refused(answers: &[(u64, u16, String)]) -> Vec<&(u64, u16, String)> {
         .collect()
 }
 
+/// Stops the sender once the ingest's cache has expired past the replay (so it has read
+/// the replayed status); every answer, none of them a refusal.
+async fn none_refused_once_the_cache_expired(
+    sending: tokio::task::JoinHandle<Vec<(u64, u16, String)>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<(u64, u16, String)> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = sending.await.expect("sender");
+    assert!(answers.len() >= 10, "{} webhooks sent", answers.len());
+    assert!(
+        refused(&answers).is_empty(),
+        "webhooks refused during the replay: {:?}",
+        refused(&answers)
+    );
+    answers
+}
+
+fn stop_cleanly(processor: &mut Service) {
+    let status = processor.terminate(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{}",
+        processor.log_tail(30)
+    );
+}
+
 /// The ingest with a one-second secret cache: it reads the tenant's status from the store
 /// again all through the replay, so a replay that set it back would be seen.
 async fn short_memory_ingest(world: &World, routes: Option<&str>) -> Arc<Ingest> {
@@ -149,28 +176,14 @@ async fn a_lagging_processor_replaying_uninstall_reinstall_enable_never_gets_the
     let mut processor = start_processor(&world, &[]);
     let pool = world.pool().await;
     wait_lifecycle_handled(&pool, story, "the replay").await;
-    // Past the cache's lifetime, so the ingest has read the replayed status.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = sending.await.expect("sender");
-    assert!(answers.len() >= 10, "{} webhooks sent", answers.len());
-    assert!(
-        refused(&answers).is_empty(),
-        "webhooks refused during the replay: {:?}",
-        refused(&answers)
-    );
+    let answers = none_refused_once_the_cache_expired(sending, stop).await;
     accepted_after_the_replay(&world, &ingest, &tenant).await;
     println!(
         "lifecycle replay on one topic: {story} lifecycle events replayed, {} webhooks during \
          the replay, all accepted",
         answers.len()
     );
-    let status = processor.terminate(Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{}",
-        processor.log_tail(30)
-    );
+    stop_cleanly(&mut processor);
     let published = world.records(EVENTS_TOPIC).await.len();
     assert!(published >= story as usize + answers.len());
     Arc::into_inner(ingest)
@@ -199,12 +212,7 @@ async fn old_uninstalls_consumed_from_their_own_topic_after_the_reinstall_never_
     let mut processor = start_processor(&world, &[("TRIBUTARY_PROCESSOR_TOPICS", EVENTS_TOPIC)]);
     let pool = world.pool().await;
     wait_lifecycle_handled(&pool, without_uninstalls, "the reinstalls").await;
-    let status = processor.terminate(Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{}",
-        processor.log_tail(30)
-    );
+    stop_cleanly(&mut processor);
     // Then one that reads both: every old uninstall arrives after the reinstall that
     // followed it.
     let both = format!("{EVENTS_TOPIC},{UNINSTALLS_TOPIC}");
@@ -215,15 +223,7 @@ async fn old_uninstalls_consumed_from_their_own_topic_after_the_reinstall_never_
         "the old uninstalls",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = sending.await.expect("sender");
-    assert!(answers.len() >= 10, "{} webhooks sent", answers.len());
-    assert!(
-        refused(&answers).is_empty(),
-        "webhooks refused during the replay: {:?}",
-        refused(&answers)
-    );
+    let answers = none_refused_once_the_cache_expired(sending, stop).await;
     accepted_after_the_replay(&world, &ingest, &tenant).await;
     println!(
         "lifecycle replay over two topics: {} uninstalls consumed after their reinstalls, {} \
@@ -231,12 +231,7 @@ async fn old_uninstalls_consumed_from_their_own_topic_after_the_reinstall_never_
         CYCLES,
         answers.len()
     );
-    let status = processor.terminate(Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{}",
-        processor.log_tail(30)
-    );
+    stop_cleanly(&mut processor);
     Arc::into_inner(ingest)
         .expect("the sender is done")
         .stop()

@@ -281,12 +281,9 @@ async fn the_route_is_off_without_an_app_id_and_served_under_the_base_path() {
     on.stop().await.expect("clean stop");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_linked_connect_tenant_gets_both_kinds_in_order_under_one_key() {
-    let world = world().await;
-    let forge = Forge::start().await;
-    let ingest = world.ingest(&forge.settings()).await;
-    let tenant = Tenant::new("linked");
+/// A Connect `installed` of `tenant` naming the Forge site's installation (Connect on
+/// Forge sends it), which links the two identities.
+async fn install_linked(ingest: &Ingest, forge: &Forge, tenant: &Tenant) {
     let mut install = tenant.lifecycle_body("installed");
     install["installationId"] = json!(forge.site.installation_id);
     let target = "/lifecycle/installed";
@@ -295,6 +292,15 @@ async fn a_linked_connect_tenant_gets_both_kinds_in_order_under_one_key() {
         .send(&Raw::post(target, &install).token(&token))
         .await;
     assert_eq!(installed.status(), 204, "{}", installed.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_linked_connect_tenant_gets_both_kinds_in_order_under_one_key() {
+    let world = world().await;
+    let forge = Forge::start().await;
+    let ingest = world.ingest(&forge.settings()).await;
+    let tenant = Tenant::new("linked");
+    install_linked(&ingest, &forge, &tenant).await;
 
     let mut ids = Vec::new();
     for round in 0..3 {
@@ -431,14 +437,7 @@ async fn a_forge_install_after_an_uninstall_revives_the_tenant() {
     let forge = Forge::start().await;
     let ingest = world.ingest(&forge.settings()).await;
     let tenant = Tenant::new("revived");
-    let mut install = tenant.lifecycle_body("installed");
-    install["installationId"] = json!(forge.site.installation_id);
-    let target = "/lifecycle/installed";
-    let token = install_token(&tenant.client_key, target, APP_BASE_URL, KID, INSTALL_KEY_1);
-    let installed = ingest
-        .send(&Raw::post(target, &install).token(&token))
-        .await;
-    assert_eq!(installed.status(), 204, "{}", installed.text());
+    install_linked(&ingest, &forge, &tenant).await;
 
     let pool = world.pool().await;
     let tenants = TenantStore::new(pool.clone(), test_keyring());
