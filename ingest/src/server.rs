@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -114,10 +115,16 @@ async fn serve_connection(
     slot: OwnedSemaphorePermit,
 ) {
     let _open = OpenConnection::new(slot);
-    let io = TokioIo::new(IdleCut::new(stream, limits.idle_timeout));
+    let answering = Arc::new(AtomicUsize::new(0));
+    let io = TokioIo::new(IdleCut::new(stream, limits.idle_timeout, answering.clone()));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let mut router = router.clone();
-        async move { router.call(request.map(axum::body::Body::new)).await }
+        let answering = Answering::start(&answering);
+        async move {
+            let answer = router.call(request.map(axum::body::Body::new)).await;
+            drop(answering);
+            answer
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -142,22 +149,42 @@ async fn serve_connection(
     }
 }
 
-/// A connection that fails its next read once nothing was read or written for `timeout`:
-/// an idle keep-alive connection, or one that never sends anything, is closed rather than
-/// held for as long as the client likes. A request in progress reads and writes, and its
-/// own time is bounded by the body read and publish timeouts, well below this.
+/// Marks a request of the connection as being answered until it is dropped.
+struct Answering(Arc<AtomicUsize>);
+
+impl Answering {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Answering(count.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection that fails its next read once nothing was read or written for `timeout`
+/// while no request of it is being answered: an idle keep-alive connection, or one that
+/// never sends anything, is closed rather than held for as long as the client likes. hyper
+/// keeps reading while a request is answered, and a slow answer (a broker round trip, an
+/// install key fetched) is bounded by its own timeouts, so it must not count as idleness:
+/// cutting it would lose the answer of a request that may have been published.
 struct IdleCut {
     inner: TcpStream,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    answering: Arc<AtomicUsize>,
 }
 
 impl IdleCut {
-    fn new(inner: TcpStream, timeout: Duration) -> Self {
+    fn new(inner: TcpStream, timeout: Duration, answering: Arc<AtomicUsize>) -> Self {
         IdleCut {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            answering,
         }
     }
 
@@ -182,12 +209,16 @@ impl AsyncRead for IdleCut {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if this.deadline.as_mut().poll(cx).is_ready() {
-                    metrics::counter!(CONNECTIONS_CUT_TOTAL, "reason" => "idle").increment(1);
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connection idle for too long",
-                    )));
+                while this.deadline.as_mut().poll(cx).is_ready() {
+                    if this.answering.load(Ordering::Relaxed) == 0 {
+                        metrics::counter!(CONNECTIONS_CUT_TOTAL, "reason" => "idle").increment(1);
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connection idle for too long",
+                        )));
+                    }
+                    // Polled again at once, so the new deadline wakes this read.
+                    this.touch();
                 }
                 Poll::Pending
             }

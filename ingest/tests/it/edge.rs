@@ -295,6 +295,39 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Du
     }
 }
 
+// The idle cut counts silence between requests only: hyper keeps reading while a request
+// is answered, and an answer slower than the idle timeout (here a slow broker) must not be
+// cut, or a webhook that reached the broker would look failed to its sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_slower_than_the_idle_timeout_is_not_cut() {
+    use std::time::Duration;
+    if skip_without_fault_injection("an_answer_slower_than_the_idle_timeout_is_not_cut") {
+        return;
+    }
+    let world = world().await;
+    let ingest = world
+        .ingest(&[
+            ("TRIBUTARY_INGEST_IDLE_TIMEOUT_SECONDS", "1"),
+            ("TRIBUTARY_INGEST_PUBLISH_TIMEOUT_MS", "10000"),
+        ])
+        .await;
+    let tenant = Tenant::new("slow-broker");
+    assert_eq!(ingest.install(&tenant).await.status(), 204);
+    let kafka = world.kafka.clone();
+    tokio::task::spawn_blocking(move || kafka.round_trip_time(Duration::from_millis(1300)))
+        .await
+        .expect("slow broker");
+    let answer = ingest
+        .webhook(&tenant, "page_created", &page_event("slow"))
+        .await;
+    assert_eq!(answer.status(), 204, "{}", answer.text());
+    let kafka = world.kafka.clone();
+    tokio::task::spawn_blocking(move || kafka.round_trip_time(Duration::ZERO))
+        .await
+        .expect("broker back to speed");
+    ingest.stop().await.expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_headers_and_idle_connections_are_cut_and_counted() {
     use std::time::Duration;
