@@ -35,13 +35,12 @@ pub struct AppState {
 impl AppState {
     /// Publishes `envelope` to the topic its event routes to; returns once the broker has it.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), Rejection> {
-        self.publisher
-            .publish(self.topic_router.topic_for(envelope.kind.name()), envelope)
+        self.publish_within(envelope, std::time::Duration::MAX)
             .await
-            .map_err(|e| Rejection::BrokerUnavailable(e.to_string()))
     }
 
-    /// As [`AppState::publish`], waiting for the broker at most `limit`.
+    /// As [`AppState::publish`], waiting for the broker at most `limit` (and never longer
+    /// than the publish timeout).
     pub async fn publish_within(
         &self,
         envelope: &Envelope,

@@ -64,14 +64,10 @@ impl Publisher {
         })
     }
 
-    /// Sends `envelope` to `topic` and returns once the broker has acknowledged it. A full
-    /// local queue fails at once rather than waiting, so overload turns into 503s.
-    pub async fn publish(&self, topic: &str, envelope: &Envelope) -> Result<(), PublishError> {
-        self.publish_within(topic, envelope, self.timeout).await
-    }
-
-    /// As [`Publisher::publish`], waiting at most `limit` (and never longer than the
-    /// configured timeout): a route with a deadline of its own passes the time it has left.
+    /// Sends `envelope` to `topic` and returns once the broker has acknowledged it, waiting
+    /// at most `limit` and never longer than the configured timeout (a route with a deadline
+    /// of its own passes the time it has left). A full local queue fails at once rather than
+    /// waiting, so overload turns into 503s.
     pub async fn publish_within(
         &self,
         topic: &str,

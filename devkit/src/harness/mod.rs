@@ -397,6 +397,14 @@ impl World {
             .expect("broker up");
     }
 
+    /// Every answer of the mock broker takes `delay` longer (`Duration::ZERO` undoes it).
+    pub async fn broker_round_trip(&self, delay: Duration) {
+        let kafka = self.kafka.clone();
+        tokio::task::spawn_blocking(move || kafka.round_trip_time(delay))
+            .await
+            .expect("broker round trip");
+    }
+
     /// The next `count` produce requests fail with a retriable error.
     pub async fn fail_produce_requests(&self, count: usize) {
         let kafka = self.kafka.clone();

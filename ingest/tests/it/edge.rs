@@ -313,18 +313,12 @@ async fn an_answer_slower_than_the_idle_timeout_is_not_cut() {
         .await;
     let tenant = Tenant::new("slow-broker");
     assert_eq!(ingest.install(&tenant).await.status(), 204);
-    let kafka = world.kafka.clone();
-    tokio::task::spawn_blocking(move || kafka.round_trip_time(Duration::from_millis(1300)))
-        .await
-        .expect("slow broker");
+    world.broker_round_trip(Duration::from_millis(1300)).await;
     let answer = ingest
         .webhook(&tenant, "page_created", &page_event("slow"))
         .await;
     assert_eq!(answer.status(), 204, "{}", answer.text());
-    let kafka = world.kafka.clone();
-    tokio::task::spawn_blocking(move || kafka.round_trip_time(Duration::ZERO))
-        .await
-        .expect("broker back to speed");
+    world.broker_round_trip(Duration::ZERO).await;
     ingest.stop().await.expect("clean stop");
 }
 

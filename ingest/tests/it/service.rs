@@ -112,10 +112,7 @@ async fn shutdown_finishes_the_request_in_flight_then_stops_accepting() {
     assert_eq!(ingest.install(&tenant).await.status(), 204);
 
     // Slow acknowledgements keep the next webhook in flight while the signal arrives.
-    let kafka = world.kafka.clone();
-    tokio::task::spawn_blocking(move || kafka.round_trip_time(Duration::from_millis(500)))
-        .await
-        .expect("slow broker");
+    world.broker_round_trip(Duration::from_millis(500)).await;
     let request = tenant.webhook_request("page_created", &page_event("in-flight"));
     let send = ingest.send(&request);
     // The signal goes out once the request is being handled (the in-flight gauge shows it).
