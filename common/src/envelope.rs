@@ -4,6 +4,8 @@
 //! secret), the key is the tenant's clientKey, and the attributes travel as `ce_*` headers,
 //! so any Kafka consumer can read the topics without Tributary's code.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Timelike, Utc};
 use serde_json::Value;
@@ -56,12 +58,17 @@ impl EventKind {
         }
     }
 
-    pub fn ce_type(&self) -> String {
-        let (prefix, name) = match self {
+    /// The `ce_type` as its two parts: the prefix of the event's family and its name.
+    fn ce_type_parts(&self) -> (&'static str, &str) {
+        match self {
             EventKind::Webhook(name) => (WEBHOOK_TYPE_PREFIX, name.as_str()),
             EventKind::Lifecycle(t) => (LIFECYCLE_TYPE_PREFIX, t.as_str()),
             EventKind::Forge(name) => (FORGE_TYPE_PREFIX, name.as_str()),
-        };
+        }
+    }
+
+    pub fn ce_type(&self) -> String {
+        let (prefix, name) = self.ce_type_parts();
         // Two copies into one allocation; `format!` costs several times that per record.
         let mut ce_type = String::with_capacity(prefix.len() + name.len());
         ce_type.push_str(prefix);
@@ -94,7 +101,8 @@ pub struct Envelope {
     /// The content id (or space key) the event is about, where there is one.
     pub subject: Option<String>,
     pub client_key: String,
-    pub content_type: String,
+    /// Borrowed when it is JSON's, as it nearly always is: no copy per record.
+    pub content_type: Cow<'static, str>,
     pub data: Bytes,
 }
 
@@ -115,15 +123,15 @@ pub enum EnvelopeError {
 impl Envelope {
     /// A new envelope with a fresh time-ordered id.
     pub fn new(kind: EventKind, client_key: &str, source: &str, data: Bytes) -> Self {
+        let id = uuid::Uuid::now_v7();
         Envelope {
-            id: id_text(uuid::Uuid::now_v7()),
+            id: id_text(id),
             source: source.to_string(),
             kind,
-            // Millisecond precision is what the ce_time header carries.
-            time: Utc::now().trunc_subsecs(3),
+            time: time_of(&id),
             subject: None,
             client_key: client_key.to_string(),
-            content_type: JSON_CONTENT_TYPE.to_string(),
+            content_type: Cow::Borrowed(JSON_CONTENT_TYPE),
             data,
         }
     }
@@ -151,7 +159,18 @@ impl Envelope {
         f(header::SPEC_VERSION, SPEC_VERSION);
         f(header::ID, &self.id);
         f(header::SOURCE, &self.source);
-        f(header::TYPE, &self.kind.ce_type());
+        // Joined on the stack for every name of a sane length; the header is only lent.
+        let (prefix, name) = self.kind.ce_type_parts();
+        let mut joined = [0u8; 128];
+        let length = prefix.len() + name.len();
+        match joined.get_mut(..length) {
+            Some(out) => {
+                out[..prefix.len()].copy_from_slice(prefix.as_bytes());
+                out[prefix.len()..].copy_from_slice(name.as_bytes());
+                f(header::TYPE, std::str::from_utf8(out).unwrap_or_default());
+            }
+            None => f(header::TYPE, &self.kind.ce_type()),
+        }
         match rfc3339_millis(&self.time) {
             Some(time) => f(header::TIME, std::str::from_utf8(&time).unwrap_or_default()),
             None => f(
@@ -248,16 +267,26 @@ impl Envelope {
             time,
             subject: subject.map(str::to_string),
             client_key: client_key.to_string(),
-            content_type: content_type.unwrap_or(JSON_CONTENT_TYPE).to_string(),
+            content_type: match content_type {
+                None | Some(JSON_CONTENT_TYPE) => Cow::Borrowed(JSON_CONTENT_TYPE),
+                Some(other) => Cow::Owned(other.to_string()),
+            },
             data: value.ok_or(EnvelopeError::NoData)?,
         })
     }
 }
 
-/// `ce_time` as `to_rfc3339_opts(SecondsFormat::Millis, true)` writes it, on the stack: the
-/// formatting machinery and an allocation per record are more than these 24 bytes need.
-/// `None` for what that layout cannot hold (a year outside 0..=9999, a leap second), which
-/// the caller formats the general way.
+/// The time a v7 id carries (milliseconds, what the ce_time header holds): the clock is read
+/// once per envelope, for the id, and the event's time cannot disagree with its id.
+fn time_of(id: &uuid::Uuid) -> DateTime<Utc> {
+    id.get_timestamp()
+        .and_then(|stamp| {
+            let (seconds, nanos) = stamp.to_unix();
+            DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
+        })
+        .unwrap_or_else(|| Utc::now().trunc_subsecs(3))
+}
+
 /// The id's `Display` form (lowercase, hyphenated), encoded on the stack and copied once
 /// rather than written through the formatting machinery.
 fn id_text(id: uuid::Uuid) -> String {
@@ -265,6 +294,10 @@ fn id_text(id: uuid::Uuid) -> String {
     (*id.hyphenated().encode_lower(&mut buffer)).to_owned()
 }
 
+/// `ce_time` as `to_rfc3339_opts(SecondsFormat::Millis, true)` writes it, on the stack: the
+/// formatting machinery and an allocation per record are more than these 24 bytes need.
+/// `None` for what that layout cannot hold (a year outside 0..=9999, a leap second), which
+/// the caller formats the general way.
 fn rfc3339_millis(time: &DateTime<Utc>) -> Option<[u8; 24]> {
     let year = u32::try_from(time.year())
         .ok()
@@ -680,6 +713,53 @@ mod tests {
     }
 
     use super::*;
+
+    fn header_of(envelope: &Envelope, wanted: &str) -> Option<String> {
+        envelope
+            .headers()
+            .into_iter()
+            .find_map(|(name, value)| (name == wanted).then_some(value))
+    }
+
+    #[test]
+    fn the_type_header_is_ce_type_for_names_short_and_long() {
+        for length in [0, 1, 90, 103, 104, 105, 300] {
+            let name = "x".repeat(length);
+            for kind in [
+                EventKind::Webhook(name.clone()),
+                EventKind::Forge(name.clone()),
+            ] {
+                let envelope = Envelope::new(kind.clone(), "t", "https://s", Bytes::new());
+                assert_eq!(
+                    header_of(&envelope, header::TYPE),
+                    Some(kind.ce_type()),
+                    "{length}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_envelope_time_is_its_id_time_in_milliseconds() {
+        let before = Utc::now().timestamp_millis();
+        let envelope = Envelope::new(
+            EventKind::Webhook("e".into()),
+            "t",
+            "https://s",
+            Bytes::new(),
+        );
+        let after = Utc::now().timestamp_millis();
+        let id = uuid::Uuid::parse_str(&envelope.id).expect("a uuid");
+        let (seconds, nanos) = id.get_timestamp().expect("a v7 id").to_unix();
+        let id_millis = seconds as i64 * 1000 + i64::from(nanos / 1_000_000);
+        assert_eq!(envelope.time.timestamp_millis(), id_millis);
+        assert_eq!(envelope.time.timestamp_subsec_nanos() % 1_000_000, 0);
+        assert!(
+            (before..=after).contains(&id_millis),
+            "{before} {id_millis} {after}"
+        );
+        assert_eq!(envelope.content_type, JSON_CONTENT_TYPE);
+    }
 
     #[test]
     fn round_trip_keeps_body_bytes() {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use rdkafka::error::KafkaError;
@@ -79,8 +79,13 @@ impl Publisher {
             .key(envelope.key())
             .payload(envelope.data.as_ref())
             .headers(envelope_headers(envelope));
-        let started = Instant::now();
-        let sent = tokio::time::timeout(timeout, self.producer.send(record, Duration::ZERO)).await;
+        // One clock read serves the deadline and the acknowledgement's duration.
+        let started = tokio::time::Instant::now();
+        let sent = tokio::time::timeout_at(
+            started + timeout,
+            self.producer.send(record, Duration::ZERO),
+        )
+        .await;
         self.metrics
             .broker_ack
             .get(|| metrics::histogram!(observe::BROKER_ACK_DURATION_SECONDS))
