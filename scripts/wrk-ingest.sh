@@ -12,7 +12,9 @@
 # Settings: DURATION (seconds of each run, 10), ADMIN_DATABASE_URL, BIN_DIR (binaries built
 # already: no build), COMPARE_BIN (another build's tributary-ingest: at the end, the two
 # ingests at 256 connections taken in turn, PAIRS times (3), so that a machine whose speed
-# drifts affects both alike).
+# drifts affects both alike), PERF_DATA (a file: `perf record -e cpu-clock -g` of the
+# ingest during its first 256-connection run, for `perf report -i FILE`; needs Debian's
+# linux-perf; PERF_CALL_GRAPH=dwarf follows the Rust frames, which the default `fp` cannot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,7 +91,14 @@ start_ingest
 
 echo "== one core for the server (taskset -c 0), wrk on the other, ${DURATION}s each, one pre-signed webhook"
 run_wrk "bare, 256 connections" 256 http://127.0.0.1:8290/webhooks/page_created
+if [ -n "${PERF_DATA:-}" ]; then
+  # Started once wrk is under way and stopped before it ends: the profile is of load only.
+  (sleep 1 && exec perf record -q -e cpu-clock -F 999 --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$INGEST" -o "$PERF_DATA" \
+    -- sleep "$((DURATION > 3 ? DURATION - 2 : 1))") >/dev/null 2>&1 &
+  PERF=$!
+fi
 run_wrk "ingest, 256 connections" 256 http://127.0.0.1:8280/webhooks/page_created
+if [ -n "${PERF_DATA:-}" ]; then wait "$PERF" || echo "perf record failed (is linux-perf installed?)" >&2; fi
 run_wrk "bare, 16 connections" 16 http://127.0.0.1:8290/webhooks/page_created
 run_wrk "ingest, 16 connections, linger.ms=2" 16 http://127.0.0.1:8280/webhooks/page_created
 stop "$INGEST"
