@@ -111,6 +111,7 @@ pub struct Config {
     pub ingest_header_read_timeout_ms: u64,
     pub ingest_idle_timeout_seconds: u64,
     pub ingest_max_connections: u64,
+    pub ingest_worker_threads: u64,
     pub events_topic: String,
     pub topic_routes: Vec<String>,
 
@@ -381,11 +382,16 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        if self.processor_worker_threads > MAX_WORKER_THREADS {
-            return Err(invalid(
-                "processor_worker_threads",
-                format!("must be at most {MAX_WORKER_THREADS} (0 is one per core)"),
-            ));
+        for (key, value) in [
+            ("ingest_worker_threads", self.ingest_worker_threads),
+            ("processor_worker_threads", self.processor_worker_threads),
+        ] {
+            if value > MAX_WORKER_THREADS {
+                return Err(invalid(
+                    key,
+                    format!("must be at most {MAX_WORKER_THREADS} (0 is one per core)"),
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&self.processor_guard_max_failure_ratio) {
             return Err(invalid(

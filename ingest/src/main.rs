@@ -21,11 +21,15 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    binary::run_main(run(Cli::parse()))
+    let cli = Cli::parse();
+    binary::run_configured(
+        cli.config.as_deref(),
+        |config| config.ingest_worker_threads,
+        run,
+    )
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+async fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log_format);
     let listener = TcpListener::bind(&config.ingest_listen)
         .await

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use tributary_common::Config;
-use tributary_common::binary::run_main_on;
+use tributary_common::binary::run_configured;
 
 /// Loads the settings (defaults, then `config_file`, then `TRIBUTARY_*` variables) and runs
 /// `main` with them on a runtime of `processor_worker_threads` threads; the exit code says
@@ -17,20 +17,5 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let config = match Config::load(config_file) {
-        Ok(config) => config,
-        Err(err) => {
-            let mut message = format!("error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Validation bounds the setting, so the conversion cannot fail on any real target.
-    let threads = usize::try_from(config.processor_worker_threads).unwrap_or(1);
-    run_main_on(threads, main(config))
+    run_configured(config_file, |config| config.processor_worker_threads, main)
 }

@@ -101,6 +101,10 @@ fn bad_values_name_the_setting() {
         error_text(&[("TRIBUTARY_PROCESSOR_WORKER_THREADS", "100000")])
             .contains("processor_worker_threads")
     );
+    assert!(
+        error_text(&[("TRIBUTARY_INGEST_WORKER_THREADS", "1025")])
+            .contains("ingest_worker_threads")
+    );
 }
 
 #[test]
