@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tributary_common::envelope::Envelope;
@@ -61,7 +61,11 @@ impl AppState {
 pub fn accepted(envelope: &Envelope) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(id) = HeaderValue::from_str(&envelope.id) {
-        response.headers_mut().insert(EVENT_ID_HEADER, id);
+        // A name made from a `&str` is copied into a buffer of its own on every answer; one
+        // from `from_static` is not.
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(EVENT_ID_HEADER), id);
     }
     response
 }

@@ -68,7 +68,9 @@ pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers, lifecycle_edge: &Edge
     // one spelled with percent-escapes) still goes to the parameter route and gets its
     // answer there.
     for name in state.events.iter() {
-        let event = name.to_string();
+        // Shared, not owned: the router clones a route's handler, and what it captures, for
+        // every request it routes there.
+        let event: Arc<str> = Arc::from(name);
         routes = routes.route(
             &webhook_path(name),
             edge.wrap(

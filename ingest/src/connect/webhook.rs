@@ -29,10 +29,10 @@ pub async fn webhook(
 /// without the path parameter's extraction and percent-decoding per request.
 pub async fn webhook_named(
     connect: Arc<ConnectState>,
-    event: String,
+    event: Arc<str>,
     request: Request,
 ) -> Result<Response, Rejection> {
-    handle(connect, event, request).await
+    handle(connect, event.to_string(), request).await
 }
 
 async fn handle(
