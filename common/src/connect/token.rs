@@ -4,11 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
 use super::SharedSecret;
 use super::canonical::{CONTEXT_QSH, accepted_qsh_hexes, qsh};
@@ -88,17 +86,18 @@ pub struct VerifiedToken {
 }
 
 /// A tenant's HS256 key with the HMAC's key schedule done once: every token checked with it
-/// saves hashing the padded key twice.
+/// saves hashing the padded key twice. ring's SHA-256 is assembly that uses the CPU's vector
+/// units where the CPU has no SHA instructions (older x86 servers, valgrind), where it took
+/// two thirds of the time of the portable code per block.
 #[derive(Clone)]
-pub struct Hs256Key(Hmac<Sha256>);
+pub struct Hs256Key(ring::hmac::Key);
 
 impl Hs256Key {
     pub fn new(secret: &SharedSecret) -> Self {
-        // HMAC takes keys of any length; this cannot fail.
-        Hs256Key(
-            <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
-                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
-        )
+        Hs256Key(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            secret.expose().as_bytes(),
+        ))
     }
 }
 
@@ -243,10 +242,8 @@ impl<'a> UnverifiedToken<'a> {
         let signature = URL_SAFE_NO_PAD
             .decode(self.signature)
             .map_err(|_| cannot_check.clone())?;
-        let mut mac = key.0.clone();
-        mac.update(self.signing_input.as_bytes());
-        // `verify_slice` compares in constant time.
-        mac.verify_slice(&signature)
+        // `verify` compares in constant time.
+        ring::hmac::verify(&key.0, self.signing_input.as_bytes(), &signature)
             .map_err(|_| AuthError::BadSignature)?;
         if self.signing_input.ends_with('=') {
             return Err(cannot_check);
