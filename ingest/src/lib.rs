@@ -13,6 +13,7 @@
 pub mod app;
 pub mod body;
 pub mod connect;
+pub mod delivery;
 pub mod forge;
 pub mod health;
 pub mod kafka_log;
@@ -50,7 +51,7 @@ pub enum IngestError {
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the Kafka producer: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] crate::delivery::ProducerSetupError),
     #[error("the HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tributary_common::Config;
 use tributary_common::envelope::Envelope;
 use tributary_common::kafka::{durable_producer_config, envelope_headers};
 
+use crate::delivery::{ProducerSetupError, ReportingProducer};
 use crate::kafka_log::RateLimitedLog;
 use crate::observe::{self, Lazy};
 
@@ -25,7 +25,7 @@ pub enum PublishError {
 /// A durable producer (`acks=all`, idempotent) whose sends wait at most `timeout`.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer<RateLimitedLog>,
+    producer: ReportingProducer<RateLimitedLog>,
     timeout: Duration,
     metrics: Arc<PublishMetrics>,
 }
@@ -55,10 +55,11 @@ impl PublishMetrics {
 }
 
 impl Publisher {
-    pub fn new(config: &Config) -> Result<Self, KafkaError> {
+    /// Creates the producer; its delivery reports are served on the current Tokio runtime.
+    pub fn new(config: &Config) -> Result<Self, ProducerSetupError> {
         let client = durable_producer_config(config, config.ingest_publish_timeout_ms);
         Ok(Publisher {
-            producer: client.create_with_context(RateLimitedLog::default())?,
+            producer: ReportingProducer::create(&client, RateLimitedLog::default())?,
             timeout: Duration::from_millis(config.ingest_publish_timeout_ms),
             metrics: Arc::default(),
         })
@@ -75,25 +76,25 @@ impl Publisher {
         limit: Duration,
     ) -> Result<(), PublishError> {
         let timeout = limit.min(self.timeout);
-        let record = FutureRecord::to(topic)
-            .key(envelope.key())
-            .payload(envelope.data.as_ref())
-            .headers(envelope_headers(envelope));
         // One clock read serves the deadline and the acknowledgement's duration.
         let started = tokio::time::Instant::now();
-        let sent = tokio::time::timeout_at(
-            started + timeout,
-            self.producer.send(record, Duration::ZERO),
-        )
-        .await;
+        let delivery = self.producer.send(
+            topic,
+            envelope.key(),
+            envelope.data.as_ref(),
+            envelope_headers(envelope),
+        )?;
+        let sent = tokio::time::timeout_at(started + timeout, delivery).await;
         self.metrics
             .broker_ack
             .get(|| metrics::histogram!(observe::BROKER_ACK_DURATION_SECONDS))
             .record(started.elapsed().as_secs_f64());
         match sent {
             Err(_) => Err(PublishError::Timeout(timeout)),
-            Ok(Err((err, _))) => Err(PublishError::Kafka(err)),
-            Ok(Ok(_)) => {
+            // The report's sender is only dropped unsent when the producer itself is.
+            Ok(Err(_)) => Err(PublishError::Kafka(KafkaError::Canceled)),
+            Ok(Ok(Err(err))) => Err(PublishError::Kafka(err)),
+            Ok(Ok(Ok(()))) => {
                 self.metrics.published(envelope.kind.name());
                 Ok(())
             }
