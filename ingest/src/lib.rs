@@ -131,13 +131,17 @@ pub async fn run(
         config.ingest_retry_after_seconds,
     );
     let connect_tenants = connect.secrets.clone();
-    let mut sources = vec![connect::router(connect, &edge, &lifecycle_edge)];
+    let (connect_routes, direct_webhooks) = connect::router(connect, &edge, &lifecycle_edge);
+    let mut sources = vec![connect_routes];
     if let Some(state) =
         forge::ForgeState::from_config(&config, app.clone(), forge_store, connect_tenants)
     {
         sources.push(forge::router(Arc::new(state), &edge));
     }
-    let router = app::router(app, sources);
+    let routes = server::Routes {
+        router: app::router(app, sources),
+        direct: Some(Arc::new(direct_webhooks)),
+    };
     let limits = server::ServerLimits {
         header_read_timeout: Duration::from_millis(config.ingest_header_read_timeout_ms),
         idle_timeout: Duration::from_secs(config.ingest_idle_timeout_seconds),
@@ -151,7 +155,7 @@ pub async fn run(
 
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, shutdown.clone()));
     let stop = shutdown.clone();
-    let mut server = tokio::spawn(server::serve(listener, router, limits, stop));
+    let mut server = tokio::spawn(server::serve(listener, routes, limits, stop));
     let served = tokio::select! {
         served = &mut server => served,
         _ = shutdown.cancelled() => {

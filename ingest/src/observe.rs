@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -150,11 +151,44 @@ impl EdgeLayers {
     where
         S: Clone + Send + Sync + 'static,
     {
-        route.route_layer(EdgeLayer(Arc::new(Edge {
+        self.route(labels).wrap(route)
+    }
+
+    /// The edge of one route, for routes that share their labels and for a route served
+    /// outside the router ([`crate::server::DirectRoutes`]).
+    pub fn route(&self, labels: RouteLabels) -> RouteEdge {
+        RouteEdge(Arc::new(Edge {
             labels,
             shared: self.shared.clone(),
             metrics: Arc::default(),
-        })))
+        }))
+    }
+}
+
+/// One route's edge: the shared in-flight bound and the route's metrics and refusal log.
+#[derive(Clone)]
+pub struct RouteEdge(Arc<Edge>);
+
+impl RouteEdge {
+    /// `route` behind this edge.
+    pub fn wrap<S>(&self, route: MethodRouter<S>) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        route.route_layer(EdgeLayer(self.0.clone()))
+    }
+
+    /// Answers `request` with `handler` behind this edge, as a wrapped route does.
+    pub async fn serve<F, R>(
+        &self,
+        request: Request,
+        handler: impl FnOnce(Request) -> F,
+    ) -> Response
+    where
+        F: Future<Output = R>,
+        R: IntoResponse,
+    {
+        edge_run(&self.0, request, handler).await
     }
 }
 
@@ -205,9 +239,9 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         // The clone left behind has not been polled ready; the one that has serves this call.
         let not_ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, not_ready);
+        let mut inner = std::mem::replace(&mut self.inner, not_ready);
         let edge = self.edge.clone();
-        Box::pin(async move { Ok(edge_run(&edge, request, inner).await) })
+        Box::pin(async move { Ok(edge_run(&edge, request, |request| inner.call(request)).await) })
     }
 }
 
@@ -234,20 +268,21 @@ impl Drop for InFlight {
     }
 }
 
-async fn edge_run<I>(edge: &Edge, request: Request, mut inner: I) -> Response
+async fn edge_run<F, R>(
+    edge: &Edge,
+    request: Request,
+    handler: impl FnOnce(Request) -> F,
+) -> Response
 where
-    I: Service<Request, Error = Infallible>,
-    I::Response: IntoResponse,
+    F: Future<Output = R>,
+    R: IntoResponse,
 {
     let started = Instant::now();
     let event = edge.metrics.event(edge.labels.event(request.uri().path()));
     let response = match edge.shared.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
             let _slot = InFlight::new(permit, &edge.shared.in_flight_gauge);
-            match inner.call(request).await {
-                Ok(response) => response.into_response(),
-                Err(never) => match never {},
-            }
+            handler(request).await.into_response()
         }
         Err(_) => Rejection::Overloaded.into_response(),
     };

@@ -25,6 +25,7 @@ use crate::body::request_query;
 use crate::observe::{EdgeLayers, EventLabel, RouteLabels};
 use descriptor::{DESCRIPTOR_PATH, WEBHOOK_ROUTE, WebhookEvents, lifecycle_path, webhook_path};
 use secrets::TenantSecrets;
+use webhook::{DirectWebhooks, WebhookPaths};
 
 /// What the Connect routes need besides the shared state.
 pub struct ConnectState {
@@ -43,12 +44,22 @@ pub struct ConnectState {
 }
 
 /// The descriptor, lifecycle and webhook routes, each behind the edge; lifecycle routes
-/// behind `lifecycle_edge`, a pool of slots of their own.
-pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers, lifecycle_edge: &EdgeLayers) -> Router {
+/// behind `lifecycle_edge`, a pool of slots of their own. The subscribed events' webhook
+/// routes are also returned to be served ahead of the router (see [`DirectWebhooks`]).
+pub fn router(
+    state: Arc<ConnectState>,
+    edge: &EdgeLayers,
+    lifecycle_edge: &EdgeLayers,
+) -> (Router, DirectWebhooks) {
     let events = state.events.clone();
-    let webhook_labels = RouteLabels {
+    let webhook_edge = edge.route(RouteLabels {
         route: "webhook",
         event: EventLabel::LastSegment(Arc::new(move |name| events.contains(name))),
+    });
+    let direct = DirectWebhooks {
+        connect: state.clone(),
+        edge: webhook_edge.clone(),
+        paths: WebhookPaths::new(state.events.iter(), &state.app.base_path),
     };
     let mut routes = Router::new()
         .route(
@@ -58,10 +69,7 @@ pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers, lifecycle_edge: &Edge
                 RouteLabels::fixed("descriptor", "none"),
             ),
         )
-        .route(
-            WEBHOOK_ROUTE,
-            edge.wrap(post(webhook::webhook), webhook_labels.clone()),
-        );
+        .route(WEBHOOK_ROUTE, webhook_edge.wrap(post(webhook::webhook)));
     // Each subscribed event also has a route of its own, which the router prefers to the
     // parameter route: a webhook then costs no path parameter (its percent-decoding, its
     // allocations, its extraction). Any other path under `/webhooks/` (an unknown event,
@@ -73,12 +81,9 @@ pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers, lifecycle_edge: &Edge
         let event: Arc<str> = Arc::from(name);
         routes = routes.route(
             &webhook_path(name),
-            edge.wrap(
-                post(move |State(state), request| {
-                    webhook::webhook_named(state, event.clone(), request)
-                }),
-                webhook_labels.clone(),
-            ),
+            webhook_edge.wrap(post(move |State(state), request| {
+                webhook::webhook_named(state, event.clone(), request)
+            })),
         );
     }
     for kind in LifecycleEventType::ALL {
@@ -90,7 +95,7 @@ pub fn router(state: Arc<ConnectState>, edge: &EdgeLayers, lifecycle_edge: &Edge
             ),
         );
     }
-    routes.with_state(state)
+    (routes.with_state(state), direct)
 }
 
 async fn serve_descriptor(State(state): State<Arc<ConnectState>>) -> impl IntoResponse {
