@@ -7,7 +7,8 @@
 #   KAFKA_BROKERS=127.0.0.1:9092 scripts/benchmark.sh   # a real Kafka (topics must exist)
 #
 # Settings: RATE (webhooks/s for the fixed-rate runs, 2000), DURATION (seconds of each
-# throughput run, 20), SOAK_SECONDS (the memory run, 120), ADMIN_DATABASE_URL.
+# throughput run, 20), SOAK_SECONDS (the memory run, 120), ADMIN_DATABASE_URL, BIN_DIR
+# (binaries built already: no build; e.g. another commit's, to compare on one machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,7 @@ DURATION="${DURATION:-20}"
 SOAK_SECONDS="${SOAK_SECONDS:-120}"
 ADMIN_DATABASE_URL="${ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
-BIN="$CARGO_TARGET_DIR/release"
+BIN="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -26,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --locked --bin tributary --bin tributary-ingest --bin tributary-processor >&2
+[ -n "${BIN_DIR:-}" ] || cargo build --release --locked --bin tributary --bin tributary-ingest --bin tributary-processor >&2
 
 DB_NAME=tributary_bench
 psql -q "$ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null

@@ -14,7 +14,11 @@
 # ingests at 256 connections taken in turn, PAIRS times (3), so that a machine whose speed
 # drifts affects both alike), PERF_DATA (a file: `perf record -e cpu-clock -g` of the
 # ingest during its first 256-connection run, for `perf report -i FILE`; needs Debian's
-# linux-perf; PERF_CALL_GRAPH=dwarf follows the Rust frames, which the default `fp` cannot).
+# linux-perf; PERF_CALL_GRAPH=dwarf follows the Rust frames, which the default `fp` cannot),
+# BARE_PAIRS (at the end, the bare server and the ingest at 256 connections taken in turn
+# this many times, each pair's ratio and the ratio of the means: on a machine whose speed
+# drifts from minute to minute, one bare run and one ingest run a minute apart can be 10%
+# off either way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -116,4 +120,24 @@ if [ -n "${COMPARE_BIN:-}" ]; then
       run_wrk "ingest ($build), 256 connections" 256 http://127.0.0.1:8280/webhooks/page_created
     done
   done
+fi
+if [ -n "${BARE_PAIRS:-}" ]; then
+  unset TRIBUTARY_KAFKA_CLIENT_PROPERTIES
+  stop "$INGEST"
+  start_ingest
+  echo "== the bare server and the ingest in turn, $BARE_PAIRS pairs"
+  bare_sum=0
+  ingest_sum=0
+  for _ in $(seq 1 "$BARE_PAIRS"); do
+    bare_line="$(run_wrk "bare, 256 connections" 256 http://127.0.0.1:8290/webhooks/page_created)"
+    ingest_line="$(run_wrk "ingest, 256 connections" 256 http://127.0.0.1:8280/webhooks/page_created)"
+    bare_rps="$(echo "$bare_line" | awk '{print $4}')"
+    ingest_rps="$(echo "$ingest_line" | awk '{print $4}')"
+    echo "$bare_line"
+    echo "$ingest_line"
+    echo "  pair: ingest $((100 * ingest_rps / bare_rps))% of bare"
+    bare_sum=$((bare_sum + bare_rps))
+    ingest_sum=$((ingest_sum + ingest_rps))
+  done
+  echo "ingest/bare over $BARE_PAIRS pairs: $((ingest_sum / BARE_PAIRS)) / $((bare_sum / BARE_PAIRS)) requests/s = $((100 * ingest_sum / bare_sum))%"
 fi
