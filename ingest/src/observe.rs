@@ -175,10 +175,11 @@ impl RouteEdge {
     where
         S: Clone + Send + Sync + 'static,
     {
-        route.route_layer(EdgeLayer(self.0.clone()))
+        route.route_layer(EdgeLayer(self.clone()))
     }
 
-    /// Answers `request` with `handler` behind this edge, as a wrapped route does.
+    /// Answers `request` with `handler` behind this edge; a wrapped route's requests come
+    /// here too.
     pub async fn serve<F, R>(
         &self,
         request: Request,
@@ -188,7 +189,17 @@ impl RouteEdge {
         F: Future<Output = R>,
         R: IntoResponse,
     {
-        edge_run(&self.0, request, handler).await
+        let edge = &*self.0;
+        let started = Instant::now();
+        let event = edge.metrics.event(edge.labels.event(request.uri().path()));
+        let response = match edge.shared.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let _slot = InFlight::new(permit, &edge.shared.in_flight_gauge);
+                handler(request).await.into_response()
+            }
+            Err(_) => Rejection::Overloaded.into_response(),
+        };
+        finish(edge, &event, response, started)
     }
 }
 
@@ -203,7 +214,7 @@ struct Edge {
 /// clones its state twice, takes the request apart and back together for its extractors,
 /// and boxes the rest of the stack once more.
 #[derive(Clone)]
-struct EdgeLayer(Arc<Edge>);
+struct EdgeLayer(RouteEdge);
 
 impl<I> Layer<I> for EdgeLayer {
     type Service = EdgeService<I>;
@@ -218,7 +229,7 @@ impl<I> Layer<I> for EdgeLayer {
 
 #[derive(Clone)]
 struct EdgeService<I> {
-    edge: Arc<Edge>,
+    edge: RouteEdge,
     inner: I,
 }
 
@@ -241,7 +252,7 @@ where
         let not_ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, not_ready);
         let edge = self.edge.clone();
-        Box::pin(async move { Ok(edge_run(&edge, request, |request| inner.call(request)).await) })
+        Box::pin(async move { Ok(edge.serve(request, |request| inner.call(request)).await) })
     }
 }
 
@@ -266,27 +277,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
     }
-}
-
-async fn edge_run<F, R>(
-    edge: &Edge,
-    request: Request,
-    handler: impl FnOnce(Request) -> F,
-) -> Response
-where
-    F: Future<Output = R>,
-    R: IntoResponse,
-{
-    let started = Instant::now();
-    let event = edge.metrics.event(edge.labels.event(request.uri().path()));
-    let response = match edge.shared.in_flight.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let _slot = InFlight::new(permit, &edge.shared.in_flight_gauge);
-            handler(request).await.into_response()
-        }
-        Err(_) => Rejection::Overloaded.into_response(),
-    };
-    finish(edge, &event, response, started)
 }
 
 fn finish(
