@@ -9,7 +9,8 @@
 //! the runtime drains the queue and completes each waiting send: no thread, no spin.
 //!
 //! librdkafka's queue wake-up is the one part of its C API rust-rdkafka does not wrap, so
-//! this module holds the crate's only `unsafe` code: four calls, each commented.
+//! this module holds the project's only `unsafe` code: five calls into librdkafka and the
+//! queue handle's `Send` and `Sync`, each with its safety argument.
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
