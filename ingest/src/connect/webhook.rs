@@ -89,7 +89,7 @@ impl DirectRoutes for DirectWebhooks {
         let (connect, edge, event) = (self.connect.clone(), self.edge.clone(), event.clone());
         Ok(Box::pin(async move {
             edge.serve(request.map(Body::new), |request| {
-                handle(connect, event.to_string(), request)
+                webhook_named(connect, event, request)
             })
             .await
         }))
